@@ -1,0 +1,199 @@
+//! Storage behind small traits: question sets, quizzes and their progress, players, the
+//! durable answer log, and leaderboards.
+//!
+//! The answer log is the record: an acknowledged answer is in it exactly once (unique on quiz,
+//! player, question), and every write is fenced by the quiz's ownership epoch. Leaderboard
+//! stores are derived data that can always be rebuilt from the log.
+//!
+//! Backends: [`sql::SqlStore`] (SQLite embedded by default, PostgreSQL in production, the same
+//! sqlx code through the Any driver, one migrations folder per dialect) implements
+//! [`ContentStore`], [`QuizStore`] and [`AnswerLog`]; [`sql::SqlLeaderboard`] is the embedded
+//! [`LeaderboardStore`]. One shared test suite runs against every backend.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use quiz_engine::{AnswerRecord, Millis, PlayerRecord, Progress};
+use quiz_protocol::{Epoch, PlayerNo, Question, QuestionSet, QuizId, QuizSettings, UserId};
+use serde::{Deserialize, Serialize};
+
+pub mod sql;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend could not be reached or timed out; the operation may be retried and may or
+    /// may not have taken effect (every write here is idempotent, so retrying is safe).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The row already exists (a quiz id taken).
+    #[error("already exists")]
+    Conflict,
+    /// The write carried an older ownership epoch than the store holds: another node owns the
+    /// quiz now. Nothing was written.
+    #[error("fenced: epoch {held} is older than the current epoch {current}")]
+    Fenced { held: u64, current: u64 },
+    /// The quiz is not in the store.
+    #[error("no such quiz")]
+    NoSuchQuiz,
+    /// Stored data could not be decoded.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// A quiz as created: its content is a snapshot of the questions picked at creation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuizRecord {
+    pub id: QuizId,
+    pub title: String,
+    /// The user who created it; only they may host it.
+    pub host: UserId,
+    /// The question set it was created from.
+    pub question_set: String,
+    pub settings: QuizSettings,
+    pub questions: Vec<Question>,
+    pub created_at: Millis,
+    /// The current ownership epoch (1 until ownership can move).
+    pub epoch: Epoch,
+    /// The last saved progress.
+    pub progress: Progress,
+}
+
+/// A question set in a listing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuestionSetSummary {
+    pub id: String,
+    pub title: String,
+    pub questions: u32,
+    pub updated_at: Millis,
+}
+
+/// What appending one record did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Appended {
+    Inserted,
+    /// The log already held an answer for this (quiz, player, question); here it is. Same
+    /// `answer_id` means the earlier append of this very answer went through.
+    Existing(AnswerRecord),
+}
+
+/// One row of a stored leaderboard, in leaderboard order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StandingRow {
+    pub player: PlayerNo,
+    pub score: u32,
+    pub tiebreak: u64,
+}
+
+/// Question sets.
+#[async_trait]
+pub trait ContentStore: Send + Sync + 'static {
+    /// Inserts or replaces a (validated) question set.
+    async fn put_question_set(&self, set: &QuestionSet, now: Millis) -> Result<(), StoreError>;
+    async fn question_set(&self, id: &str) -> Result<Option<QuestionSet>, StoreError>;
+    async fn question_sets(&self) -> Result<Vec<QuestionSetSummary>, StoreError>;
+}
+
+/// Quizzes, their progress and their players.
+#[async_trait]
+pub trait QuizStore: Send + Sync + 'static {
+    /// Creates a quiz; [`StoreError::Conflict`] if the id is taken.
+    async fn create_quiz(&self, quiz: &QuizRecord) -> Result<(), StoreError>;
+    async fn quiz(&self, id: &QuizId) -> Result<Option<QuizRecord>, StoreError>;
+    /// Saves progress, fenced: refused if `epoch` is older than the quiz's.
+    async fn save_progress(
+        &self,
+        id: &QuizId,
+        epoch: Epoch,
+        progress: &Progress,
+    ) -> Result<(), StoreError>;
+    /// Inserts or updates a player, fenced like [`QuizStore::save_progress`].
+    async fn save_player(
+        &self,
+        id: &QuizId,
+        epoch: Epoch,
+        player: &PlayerRecord,
+    ) -> Result<(), StoreError>;
+    /// Every player of a quiz, by player number.
+    async fn players(&self, id: &QuizId) -> Result<Vec<PlayerRecord>, StoreError>;
+    /// Quizzes that have not ended.
+    async fn live_quizzes(&self) -> Result<Vec<QuizId>, StoreError>;
+}
+
+/// The durable record of answers.
+#[async_trait]
+pub trait AnswerLog: Send + Sync + 'static {
+    /// Appends records (all of one quiz or several), idempotent on (quiz, player, question) and
+    /// fenced by `epoch`. One outcome per record, in order. Atomic per call: on an error,
+    /// nothing was appended, or (on [`StoreError::Unavailable`]) it is unknown, and a retry
+    /// reports what is there.
+    async fn append(
+        &self,
+        epoch: Epoch,
+        records: &[AnswerRecord],
+    ) -> Result<Vec<Appended>, StoreError>;
+    /// Every answer of a quiz, by (question, player).
+    async fn answers(&self, quiz: &QuizId) -> Result<Vec<AnswerRecord>, StoreError>;
+}
+
+/// Per-quiz leaderboards kept outside the owner's memory, for standings of finished quizzes
+/// and for rebuilding. Derived from the answer log; every write is idempotent.
+#[async_trait]
+pub trait LeaderboardStore: Send + Sync + 'static {
+    /// Counts these answers into their quizzes' standings, each at most once (keyed on quiz,
+    /// player, question), fenced by `epoch`.
+    async fn apply(&self, epoch: Epoch, records: &[AnswerRecord]) -> Result<(), StoreError>;
+    /// Takes a player (kicked) off a quiz's standings.
+    async fn remove_player(
+        &self,
+        quiz: &QuizId,
+        epoch: Epoch,
+        player: PlayerNo,
+    ) -> Result<(), StoreError>;
+    /// The first `limit` rows of a quiz's standings, in leaderboard order.
+    async fn standings(&self, quiz: &QuizId, limit: usize) -> Result<Vec<StandingRow>, StoreError>;
+}
+
+/// The stores a node or router works with.
+#[derive(Clone)]
+pub struct Stores {
+    pub content: Arc<dyn ContentStore>,
+    pub quizzes: Arc<dyn QuizStore>,
+    pub answers: Arc<dyn AnswerLog>,
+    pub leaderboards: Arc<dyn LeaderboardStore>,
+}
+
+/// Where the stores live.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreConfig {
+    /// `sqlite://path/to/file.db` (created if missing) or `postgres://user@host/db`.
+    pub database_url: String,
+    /// Connections in the SQL pool. SQLite serialises writers anyway; PostgreSQL benefits from
+    /// a few per core.
+    #[serde(default = "default_pool")]
+    pub pool_size: u32,
+}
+
+fn default_pool() -> u32 {
+    8
+}
+
+impl Stores {
+    /// Opens the configured backends and runs migrations.
+    pub async fn open(config: &StoreConfig) -> Result<Stores, StoreError> {
+        let sql = Arc::new(sql::SqlStore::connect(&config.database_url, config.pool_size).await?);
+        Ok(Stores {
+            content: sql.clone(),
+            quizzes: sql.clone(),
+            answers: sql.clone(),
+            leaderboards: Arc::new(sql::SqlLeaderboard::new(sql)),
+        })
+    }
+}
