@@ -29,8 +29,11 @@ pub enum ClientMessage {
         last_seq: Option<u64>,
     },
     Answer(AnswerFrame),
-    /// Self-paced mode: open my next question.
-    Next,
+    /// Self-paced mode: open my next question. `ref` is echoed in an `error` reply.
+    Next {
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+    },
     /// Leave the quiz for good (a dropped connection is not leaving).
     Leave,
     /// Host controls; refused with `not_host` for players.
@@ -130,13 +133,19 @@ impl AnswerFrame {
     }
 }
 
-/// A host command; `player` (a nickname) is needed by `kick` only.
+/// A host command; `player` (a nickname) is needed by `kick` only. `ref`, if set, is echoed
+/// in the `host_ok` or `error` reply.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct HostFrame {
     pub command: HostCommand,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub player: Option<String>,
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
 }
+
+/// Longest `ref` a client may attach to a request.
+pub const MAX_REF_LEN: usize = 64;
 
 /// Decodes one text frame from a phone. `max` is the largest frame accepted.
 pub fn decode_client(frame: &[u8], max: usize) -> Result<ClientMessage, DecodeError> {
@@ -162,7 +171,19 @@ pub fn decode_client(frame: &[u8], max: usize) -> Result<ClientMessage, DecodeEr
     if !CLIENT_TYPES.contains(&kind) {
         return Err(DecodeError::UnknownType(kind.chars().take(40).collect()));
     }
-    serde_json::from_value(value).map_err(|e| DecodeError::InvalidField(e.to_string()))
+    let msg: ClientMessage =
+        serde_json::from_value(value).map_err(|e| DecodeError::InvalidField(e.to_string()))?;
+    let reference = match &msg {
+        ClientMessage::Next { reference } => reference.as_deref(),
+        ClientMessage::Host(h) => h.reference.as_deref(),
+        _ => None,
+    };
+    if reference.is_some_and(|r| r.len() > MAX_REF_LEN) {
+        return Err(DecodeError::InvalidField(
+            "`ref` is longer than 64 bytes".into(),
+        ));
+    }
+    Ok(msg)
 }
 
 /// Encodes a frame for a phone.
@@ -426,6 +447,9 @@ pub struct LeaderboardFrame {
 pub struct HostOk {
     pub command: HostCommand,
     pub phase: Phase,
+    /// The `ref` of the host frame, if it had one.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -437,6 +461,9 @@ pub struct ErrorFrame {
     /// The answer this error is about, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer_id: Option<AnswerId>,
+    /// The `ref` of the request this error answers, if it had one.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
 }
 
 impl ErrorFrame {
@@ -446,6 +473,7 @@ impl ErrorFrame {
             message: message.into(),
             retryable: code.retryable(),
             answer_id: None,
+            reference: None,
         }
     }
 }
@@ -507,11 +535,15 @@ mod tests {
                 aid("a-2"),
                 &Answer::Pairs(vec![(0, 1)]),
             )),
-            ClientMessage::Next,
+            ClientMessage::Next { reference: None },
+            ClientMessage::Next {
+                reference: Some("n1".into()),
+            },
             ClientMessage::Leave,
             ClientMessage::Host(HostFrame {
                 command: HostCommand::Kick,
                 player: Some("Bo".into()),
+                reference: Some("h7".into()),
             }),
         ];
         for m in msgs {
@@ -535,6 +567,8 @@ mod tests {
             r#"{"type":"leave"}"#,
             r#"{"type":"host","command":"start"}"#,
             r#"{"type":"host","command":"kick","player":"Bo"}"#,
+            r#"{"type":"host","command":"next","ref":"h2"}"#,
+            r#"{"type":"next","ref":"n1"}"#,
         ];
         for e in examples {
             let m = decode_client(e.as_bytes(), MAX).unwrap_or_else(|err| panic!("{e}: {err}"));
@@ -571,6 +605,7 @@ mod tests {
             b"{\"type\":\"answer\",\"question\":0,\"answer_id\":\"\",\"choice\":1}",
             b"{\"type\":\"host\",\"command\":\"explode\"}",
             b"{\"type\":\"join\",\"last_seq\":\"x\"}",
+            b"{\"type\":\"next\",\"ref\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}",
         ];
         for c in cases {
             let err = decode_client(c, MAX).unwrap_err();

@@ -6,6 +6,7 @@
 //!   versioned, carried over QUIC).
 //! - [`question`] and [`quiz`]: the content model (the JSON import format) and quiz settings.
 //! - [`ids`]: validated identifiers.
+//! - [`ring`]: which shard node owns a quiz (consistent hashing with virtual nodes).
 //!
 //! Decoding never panics: input from the network is either a message, "need more bytes" (for
 //! the length-prefixed cluster stream) or a [`DecodeError`].
@@ -15,6 +16,7 @@ pub mod cluster;
 pub mod ids;
 pub mod question;
 pub mod quiz;
+pub mod ring;
 pub mod session;
 
 pub use ids::{AnswerId, Epoch, NodeId, PlayerNo, QuizId, UserId};
