@@ -1,1 +1,183 @@
-//! quiz-router
+//! The router: the cluster's front door over HTTP. It authenticates callers (identity-provider
+//! JWTs), imports question sets, creates quizzes, and answers joins with a session token and
+//! the WebSocket URLs of the quiz's nodes, taken from the hash ring
+//! ([`quiz_protocol::ring`]). It holds no quiz state: the store has the quizzes, the nodes run
+//! them.
+//!
+//! - [`config`]: the config file, its defaults and its validation.
+//! - `api`: the public HTTP API; `auth`: tokens; `limit`: rate limits in bounded memory;
+//!   `metrics`: Prometheus metrics, served with `/healthz` on a separate admin listener.
+//!
+//! Embedding: [`start`] binds both listeners and returns a [`RouterHandle`]; [`run`] also
+//! waits until the shutdown token is cancelled and requests in flight are done.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use quiz_store::Stores;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+mod api;
+mod auth;
+pub mod config;
+mod error;
+mod limit;
+mod metrics;
+mod net;
+
+pub use auth::KeyError;
+pub use config::{AuthConfig, Config, ConfigError, LimitsConfig, NodeConfig, SessionConfig};
+
+use api::{App, AppState};
+use metrics::Metrics;
+use net::LimitedListener;
+
+/// Why the router could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("cannot bind {addr}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A running router. Dropping it leaves the router running until the token passed to
+/// [`start`] is cancelled.
+#[derive(Debug)]
+pub struct RouterHandle {
+    http_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl RouterHandle {
+    /// Where the public API listens.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Where `/metrics` and `/healthz` listen.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Stops accepting, lets requests in flight finish, and returns when both listeners are
+    /// closed.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tasks.wait().await;
+    }
+
+    /// Returns once the router has stopped (after the shutdown token was cancelled).
+    pub async fn wait(self) {
+        self.tasks.wait().await;
+    }
+}
+
+/// Validates `config`, binds both listeners and starts serving. Cancelling `shutdown` (or
+/// calling [`RouterHandle::shutdown`]) stops it gracefully.
+pub async fn start(
+    config: Config,
+    stores: Stores,
+    shutdown: CancellationToken,
+) -> Result<RouterHandle, StartError> {
+    config.validate()?;
+    let auth = auth::Auth::new(&config.auth, &config.session)?;
+    let app: AppState = Arc::new(App::new(&config, auth, stores, Metrics::new()?));
+
+    let http = bind(config.http_addr).await?;
+    let admin = bind(config.admin_addr).await?;
+    let http_addr = local_addr(&http, config.http_addr)?;
+    let admin_addr = local_addr(&admin, config.admin_addr)?;
+
+    let shutdown = shutdown.child_token();
+    let tasks = TaskTracker::new();
+
+    let public = api::routes(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let listener = LimitedListener::new(http, config.max_connections).tap_io(|s| s.set_nodelay());
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        let served = axum::serve(listener, public)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "public listener failed");
+        }
+    });
+
+    let admin_routes = admin_routes(app);
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        let served = axum::serve(admin, admin_routes)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    });
+    tasks.close();
+    tracing::info!(%http_addr, %admin_addr, nodes = config.nodes.len(), "router serving");
+    Ok(RouterHandle {
+        http_addr,
+        admin_addr,
+        shutdown,
+        tasks,
+    })
+}
+
+/// [`start`], then wait until `shutdown` is cancelled and the listeners have closed.
+pub async fn run(
+    config: Config,
+    stores: Stores,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    start(config, stores, shutdown).await?.wait().await;
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {
+    listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// The admin listener: metrics and health, for the operator's network only.
+fn admin_routes(app: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(api::healthz))
+        .with_state(app)
+}
+
+async fn render_metrics(State(app): State<AppState>) -> Response {
+    match app.metrics.render() {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering metrics");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}

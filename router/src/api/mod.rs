@@ -1,0 +1,289 @@
+//! The public HTTP API: the routes, the state they share, the middleware that times and counts
+//! every request, and extractors whose rejections are [`ApiError`]s (so a malformed body or
+//! path gets the same JSON error shape as everything else).
+//!
+//! - [`content`]: question sets (hosts only).
+//! - [`quizzes`]: create a quiz, read it, its final standings.
+//! - [`join`]: join a quiz: check, place on the ring, sign a session token.
+//! - [`dev`]: the dev token issuer, routed only when enabled.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Query,
+    Request, State,
+};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use quiz_protocol::ring::Ring;
+use quiz_protocol::{NodeId, QuizId, UserId};
+use quiz_store::Stores;
+use serde::de::DeserializeOwned;
+
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::limit::{RateLimiter, client_key, retry_after_secs};
+use crate::metrics::{Metrics, status_class};
+
+pub(crate) mod content;
+pub(crate) mod dev;
+pub(crate) mod join;
+pub(crate) mod quizzes;
+
+/// What every handler shares.
+pub(crate) type AppState = Arc<App>;
+
+pub(crate) struct App {
+    pub(crate) auth: Auth,
+    pub(crate) stores: Stores,
+    pub(crate) placement: Placement,
+    pub(crate) limits: Limits,
+    pub(crate) metrics: Metrics,
+    trust_forwarded_for: bool,
+    max_body_bytes: usize,
+    request_timeout: Duration,
+}
+
+/// The ring and the WebSocket URL of each of its nodes.
+pub(crate) struct Placement {
+    ring: Ring,
+    urls: HashMap<NodeId, String>,
+}
+
+/// The rate limiters.
+pub(crate) struct Limits {
+    /// Join attempts per client address.
+    pub(crate) join: RateLimiter<IpAddr>,
+    /// Lookups of quiz codes that do not exist, per client address.
+    pub(crate) failed_lookup: RateLimiter<IpAddr>,
+    /// Quiz creations per user.
+    pub(crate) create_quiz: RateLimiter<UserId>,
+}
+
+impl App {
+    pub(crate) fn new(config: &Config, auth: Auth, stores: Stores, metrics: Metrics) -> App {
+        let nodes: Vec<(NodeId, u32)> = config
+            .nodes
+            .iter()
+            .map(|n| (NodeId(n.id.clone()), n.weight))
+            .collect();
+        let urls = config
+            .nodes
+            .iter()
+            .map(|n| (NodeId(n.id.clone()), n.ws_url.clone()))
+            .collect();
+        let l = &config.limits;
+        App {
+            auth,
+            stores,
+            placement: Placement {
+                ring: Ring::new(1, &nodes, config.vnodes_per_weight),
+                urls,
+            },
+            limits: Limits {
+                join: RateLimiter::new(
+                    l.joins_per_ip_per_minute,
+                    l.join_burst,
+                    l.max_tracked_clients,
+                ),
+                failed_lookup: RateLimiter::new(
+                    l.failed_joins_per_ip_per_minute,
+                    l.failed_join_burst,
+                    l.max_tracked_clients,
+                ),
+                create_quiz: RateLimiter::new(
+                    l.quiz_creations_per_user_per_minute,
+                    l.quiz_creation_burst,
+                    l.max_tracked_clients,
+                ),
+            },
+            metrics,
+            trust_forwarded_for: config.trust_forwarded_for,
+            max_body_bytes: config.max_body_bytes,
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+        }
+    }
+
+    /// Counts a refusal by the limiter named `limit` and builds its error.
+    pub(crate) fn rate_limited(&self, limit: &str, wait: Duration) -> ApiError {
+        self.metrics.rate_limited.with_label_values(&[limit]).inc();
+        ApiError::RateLimited {
+            retry_after_s: retry_after_secs(wait),
+        }
+    }
+}
+
+impl Placement {
+    /// WebSocket URLs for a quiz: its owner's edge first (it saves a hop), then the fallbacks.
+    pub(crate) fn ws_urls(&self, quiz: &QuizId) -> Vec<String> {
+        self.ring
+            .preference(quiz)
+            .iter()
+            .filter_map(|node| self.urls.get(node).cloned())
+            .collect()
+    }
+}
+
+/// The public API's routes.
+pub(crate) fn routes(app: AppState) -> Router {
+    let mut router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/question-sets", get(content::list))
+        .route(
+            "/v1/question-sets/{id}",
+            put(content::put).get(content::get),
+        )
+        .route("/v1/quizzes", post(quizzes::create))
+        .route("/v1/quizzes/{id}", get(quizzes::info))
+        .route("/v1/quizzes/{id}/standings", get(quizzes::standings))
+        .route("/v1/quizzes/{id}/join", post(join::join));
+    // Absent, not refused, when disabled: a production router has no such route at all.
+    if app.auth.dev_tokens() {
+        router = router.route("/v1/dev/token", post(dev::token));
+    }
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
+        .layer(DefaultBodyLimit::max(app.max_body_bytes))
+        .with_state(app)
+}
+
+pub(crate) async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Bounds every request's time, and counts and times it by route template.
+async fn observe(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let started = Instant::now();
+    let response = match tokio::time::timeout(app.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Unavailable(format!("{route} timed out")).into_response(),
+    };
+    let status = status_class(response.status().as_u16());
+    let m = &app.metrics;
+    m.http_requests.with_label_values(&[&route, status]).inc();
+    m.http_latency
+        .with_label_values(&[&route])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// A JSON body; malformed → 400, too large → 413, wrong content type → 415.
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(JsonBody(value)),
+            Err(r) => Err(body_rejection(r.status(), r.body_text(), state)),
+        }
+    }
+}
+
+/// A UTF-8 text body, with the same rejections as [`JsonBody`].
+pub(crate) struct TextBody(pub(crate) String);
+
+impl FromRequest<AppState> for TextBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        match String::from_request(request, state).await {
+            Ok(text) => Ok(TextBody(text)),
+            Err(r) => Err(body_rejection(r.status(), r.body_text(), state)),
+        }
+    }
+}
+
+fn body_rejection(status: StatusCode, text: String, state: &AppState) -> ApiError {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(state.max_body_bytes),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(text),
+        _ => ApiError::BadRequest(text),
+    }
+}
+
+/// The one `{id}` segment of a path.
+pub(crate) struct PathId(pub(crate) String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|r| ApiError::BadRequest(r.body_text()))?;
+        Ok(PathId(id))
+    }
+}
+
+/// A query string; malformed → 400.
+pub(crate) struct QueryParams<T>(pub(crate) T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Query(q) = Query::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(|r| ApiError::BadRequest(r.body_text()))?;
+        Ok(QueryParams(q))
+    }
+}
+
+/// The address a request is rate-limited by (see [`client_key`]).
+pub(crate) struct ClientIp(pub(crate) IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let ConnectInfo(peer) = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .copied()
+            .ok_or_else(|| ApiError::Internal("served without connect info".into()))?;
+        Ok(ClientIp(client_key(
+            peer,
+            &parts.headers,
+            state.trust_forwarded_for,
+        )))
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Wall-clock seconds since the Unix epoch (JWT times).
+pub(crate) fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

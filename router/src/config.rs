@@ -1,0 +1,574 @@
+//! The router's configuration: one TOML file, every field optional with a documented default
+//! (`router/router.example.toml` shows them all).
+//! [`Config::validate`] checks everything that can be checked without binding a port
+//! (addresses, keys, secrets, the node list, limits), so a bad file fails before anything runs.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use jsonwebtoken::DecodingKey;
+use quiz_store::StoreConfig;
+use serde::{Deserialize, Serialize};
+
+/// Shortest accepted HMAC secret, in bytes: HS256 keys shorter than the hash are weak.
+pub const MIN_SECRET_BYTES: usize = 32;
+/// Largest weight a node may have; the ring holds `weight × vnodes_per_weight` entries per node.
+pub const MAX_NODE_WEIGHT: u32 = 100;
+
+/// Everything the router binary reads from its config file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Public HTTP API (join, create quiz, content). Default `127.0.0.1:8080`.
+    pub http_addr: SocketAddr,
+    /// Admin listener (`/metrics`, `/healthz`); keep it off the public network. Default
+    /// `127.0.0.1:9080`.
+    pub admin_addr: SocketAddr,
+    /// Where question sets and quizzes live. Default `sqlite://.local/quiz.db`.
+    pub store: StoreConfig,
+    /// How callers' identity-provider tokens are checked.
+    pub auth: AuthConfig,
+    /// The session tokens handed out at join, which the nodes check.
+    pub session: SessionConfig,
+    /// The shard nodes that form the ring (epoch 1). Default: none, which `validate` refuses.
+    pub nodes: Vec<NodeConfig>,
+    /// Virtual nodes per unit of node weight. More spreads quizzes more evenly; each costs
+    /// about 40 bytes and lengthens a lookup by a few nanoseconds. Default 160.
+    pub vnodes_per_weight: u32,
+    /// Rate limits.
+    pub limits: LimitsConfig,
+    /// Largest request body, in bytes. A question set of 500 long questions is about 500 KiB.
+    /// Default 1 MiB (1048576).
+    pub max_body_bytes: usize,
+    /// Most TCP connections open at once on the public listener; further clients wait in the
+    /// accept backlog. Each costs a few KiB of buffers. Default 4096.
+    pub max_connections: usize,
+    /// A request that takes longer than this is answered 503 `unavailable`, in milliseconds.
+    /// Default 10000.
+    pub request_timeout_ms: u64,
+    /// Rate-limit by the first address of `X-Forwarded-For` instead of the peer address. Only
+    /// behind a proxy that sets it: otherwise clients choose their own key. Default false.
+    pub trust_forwarded_for: bool,
+    /// How long the binary waits for requests in flight after SIGINT/SIGTERM, in
+    /// milliseconds. Default 10000.
+    pub shutdown_grace_ms: u64,
+}
+
+/// Checking the identity provider's tokens (`Authorization: Bearer <JWT>`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The `iss` every token must carry. Default `quiz-dev`.
+    pub issuer: String,
+    /// The `aud` every token must carry. Default `quiz-app`.
+    pub audience: String,
+    /// HS256 shared secret (at least 32 bytes). Exactly one of the three keys must be set.
+    /// Default none.
+    pub hs256_secret: Option<String>,
+    /// RS256 public key, PEM (`-----BEGIN PUBLIC KEY-----`). Default none.
+    pub rs256_public_key_pem: Option<String>,
+    /// ES256 (P-256) public key, PEM. Default none.
+    pub es256_public_key_pem: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds. Default 5.
+    pub leeway_s: u64,
+    /// Serve `POST /v1/dev/token`, which signs tokens for any user with the HS256 secret. For
+    /// local runs and tests only. Default false.
+    pub dev_tokens: bool,
+}
+
+/// The session tokens the router signs at join and the nodes check.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// HS256 secret shared with every node (at least 32 bytes). Default none (refused).
+    pub secret: String,
+    /// Lifetime of a session token, in seconds. A phone that reconnects after this joins again
+    /// through the router. Default 3600.
+    pub ttl_s: u64,
+}
+
+/// One shard node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The node's stable name, such as `node-1`.
+    pub id: String,
+    /// Where phones open their WebSocket, such as `wss://n1.example.com/v1/ws`.
+    pub ws_url: String,
+    /// Share of quizzes relative to other nodes, 1-100. Default 1.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+/// Token buckets: `per_minute` refills the bucket, `burst` is its size.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Join attempts per client IP (IPv6: per /64) per minute. Default 30.
+    pub joins_per_ip_per_minute: u32,
+    /// Join attempts per client IP in a burst. Default 10.
+    pub join_burst: u32,
+    /// Failed lookups of a quiz code (unknown or ill-formed) per client IP per minute; what
+    /// makes guessing codes impractical. Default 10.
+    pub failed_joins_per_ip_per_minute: u32,
+    /// Failed lookups per client IP in a burst. Default 10.
+    pub failed_join_burst: u32,
+    /// Quizzes a user may create per minute. Default 10.
+    pub quiz_creations_per_user_per_minute: u32,
+    /// Quiz creations per user in a burst. Default 10.
+    pub quiz_creation_burst: u32,
+    /// Clients tracked per limiter; past it the least recently seen is forgotten (and starts
+    /// again with a full bucket). About 150 bytes each. Default 100000.
+    pub max_tracked_clients: usize,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 9080)),
+            store: StoreConfig {
+                database_url: "sqlite://.local/quiz.db".into(),
+                pool_size: 8,
+            },
+            auth: AuthConfig::default(),
+            session: SessionConfig::default(),
+            nodes: Vec::new(),
+            vnodes_per_weight: quiz_protocol::ring::DEFAULT_VNODES_PER_WEIGHT,
+            limits: LimitsConfig::default(),
+            max_body_bytes: 1 << 20,
+            max_connections: 4096,
+            request_timeout_ms: 10_000,
+            trust_forwarded_for: false,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            issuer: "quiz-dev".into(),
+            audience: "quiz-app".into(),
+            hs256_secret: None,
+            rs256_public_key_pem: None,
+            es256_public_key_pem: None,
+            leeway_s: 5,
+            dev_tokens: false,
+        }
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            secret: String::new(),
+            ttl_s: 3600,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            joins_per_ip_per_minute: 30,
+            join_burst: 10,
+            failed_joins_per_ip_per_minute: 10,
+            failed_join_burst: 10,
+            quiz_creations_per_user_per_minute: 10,
+            quiz_creation_burst: 10,
+            max_tracked_clients: 100_000,
+        }
+    }
+}
+
+// Secrets stay out of logs.
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field(
+                "hs256_secret",
+                &self.hs256_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("rs256_public_key_pem", &self.rs256_public_key_pem.is_some())
+            .field("es256_public_key_pem", &self.es256_public_key_pem.is_some())
+            .field("leeway_s", &self.leeway_s)
+            .field("dev_tokens", &self.dev_tokens)
+            .finish()
+    }
+}
+
+impl fmt::Debug for SessionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionConfig")
+            .field("secret", &"<redacted>")
+            .field("ttl_s", &self.ttl_s)
+            .finish()
+    }
+}
+
+/// Why a config was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot parse the config: {0}")]
+    Parse(String),
+    /// Every problem found, each naming its field.
+    #[error("invalid config: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Reads a TOML file. Missing fields take their defaults; unknown fields are refused (a
+    /// typo would otherwise silently fall back to a default).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text)
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
+    }
+
+    /// A config for tests: ports 0, a throwaway database URL (the caller opens its own stores),
+    /// fixed test secrets, dev tokens on, generous rate limits, and three nodes at made-up URLs.
+    pub fn for_test() -> Config {
+        Config {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            store: StoreConfig {
+                database_url: "sqlite::memory:".into(),
+                pool_size: 1,
+            },
+            auth: AuthConfig {
+                issuer: "quiz-test-idp".into(),
+                audience: "quiz-test-app".into(),
+                hs256_secret: Some("test-idp-secret-test-idp-secret-0123".into()),
+                dev_tokens: true,
+                ..AuthConfig::default()
+            },
+            session: SessionConfig {
+                secret: "test-session-secret-test-session-0123".into(),
+                ttl_s: 600,
+            },
+            nodes: (1..=3)
+                .map(|i| NodeConfig {
+                    id: format!("node-{i}"),
+                    ws_url: format!("ws://127.0.0.1:{}/v1/ws", 7000 + i),
+                    weight: 1,
+                })
+                .collect(),
+            // Generous, so that only the tests about limits meet them.
+            limits: LimitsConfig {
+                joins_per_ip_per_minute: 10_000,
+                join_burst: 10_000,
+                failed_joins_per_ip_per_minute: 10_000,
+                failed_join_burst: 10_000,
+                quiz_creations_per_user_per_minute: 10_000,
+                quiz_creation_burst: 10_000,
+                max_tracked_clients: 1_000,
+            },
+            request_timeout_ms: 30_000,
+            shutdown_grace_ms: 2_000,
+            ..Config::default()
+        }
+    }
+
+    /// Every problem with this config, each naming its field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut bad = |field: &str, problem: &str| problems.push(format!("{field}: {problem}"));
+
+        if self.http_addr == self.admin_addr && self.http_addr.port() != 0 {
+            bad("admin_addr", "must differ from http_addr");
+        }
+        if self.store.database_url.trim().is_empty() {
+            bad("store.database_url", "must be set");
+        }
+        self.auth.check(&mut bad);
+        if self.session.secret.len() < MIN_SECRET_BYTES {
+            bad("session.secret", "must be at least 32 bytes");
+        }
+        if self.auth.hs256_secret.as_deref() == Some(self.session.secret.as_str()) {
+            bad(
+                "session.secret",
+                "must differ from auth.hs256_secret (else an identity token could pass as a session)",
+            );
+        }
+        if !(60..=86_400).contains(&self.session.ttl_s) {
+            bad("session.ttl_s", "must be 60-86400 seconds");
+        }
+        self.check_nodes(&mut bad);
+        if !(1..=10_000).contains(&self.vnodes_per_weight) {
+            bad("vnodes_per_weight", "must be 1-10000");
+        }
+        self.limits.check(&mut bad);
+        if !(1024..=64 << 20).contains(&self.max_body_bytes) {
+            bad("max_body_bytes", "must be 1 KiB to 64 MiB");
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            bad("max_connections", "must be 1-1000000");
+        }
+        if !(100..=600_000).contains(&self.request_timeout_ms) {
+            bad("request_timeout_ms", "must be 100-600000");
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    fn check_nodes(&self, bad: &mut impl FnMut(&str, &str)) {
+        if self.nodes.is_empty() {
+            bad("nodes", "at least one shard node is required");
+        }
+        let mut ids = HashSet::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let at = |f: &str| format!("nodes[{i}].{f}");
+            if node.id.is_empty() || node.id.len() > 64 || node.id.chars().any(char::is_control) {
+                bad(&at("id"), "must be 1-64 characters");
+            } else if !ids.insert(node.id.as_str()) {
+                bad(&at("id"), "is used by an earlier node");
+            }
+            let scheme_ok = node.ws_url.starts_with("ws://") || node.ws_url.starts_with("wss://");
+            if !scheme_ok || node.ws_url.len() > 512 {
+                bad(&at("ws_url"), "must be a ws:// or wss:// URL");
+            }
+            if !(1..=MAX_NODE_WEIGHT).contains(&node.weight) {
+                bad(&at("weight"), "must be 1-100");
+            }
+        }
+    }
+}
+
+impl AuthConfig {
+    fn check(&self, bad: &mut impl FnMut(&str, &str)) {
+        if self.issuer.is_empty() {
+            bad("auth.issuer", "must be set");
+        }
+        if self.audience.is_empty() {
+            bad("auth.audience", "must be set");
+        }
+        let keys = [
+            self.hs256_secret.is_some(),
+            self.rs256_public_key_pem.is_some(),
+            self.es256_public_key_pem.is_some(),
+        ];
+        match keys.iter().filter(|k| **k).count() {
+            0 => bad(
+                "auth",
+                "set one of hs256_secret, rs256_public_key_pem, es256_public_key_pem",
+            ),
+            1 => {}
+            _ => bad(
+                "auth",
+                "set only one of hs256_secret, rs256_public_key_pem, es256_public_key_pem",
+            ),
+        }
+        if let Some(secret) = &self.hs256_secret
+            && secret.len() < MIN_SECRET_BYTES
+        {
+            bad("auth.hs256_secret", "must be at least 32 bytes");
+        }
+        if let Some(pem) = &self.rs256_public_key_pem
+            && DecodingKey::from_rsa_pem(pem.as_bytes()).is_err()
+        {
+            bad(
+                "auth.rs256_public_key_pem",
+                "is not an RSA public key in PEM",
+            );
+        }
+        if let Some(pem) = &self.es256_public_key_pem
+            && DecodingKey::from_ec_pem(pem.as_bytes()).is_err()
+        {
+            bad(
+                "auth.es256_public_key_pem",
+                "is not an EC public key in PEM",
+            );
+        }
+        if self.leeway_s > 300 {
+            bad("auth.leeway_s", "must be at most 300 seconds");
+        }
+        if self.dev_tokens && self.hs256_secret.is_none() {
+            bad("auth.dev_tokens", "needs auth.hs256_secret to sign with");
+        }
+    }
+}
+
+impl LimitsConfig {
+    fn check(&self, bad: &mut impl FnMut(&str, &str)) {
+        let rates = [
+            (
+                "limits.joins_per_ip_per_minute",
+                self.joins_per_ip_per_minute,
+            ),
+            ("limits.join_burst", self.join_burst),
+            (
+                "limits.failed_joins_per_ip_per_minute",
+                self.failed_joins_per_ip_per_minute,
+            ),
+            ("limits.failed_join_burst", self.failed_join_burst),
+            (
+                "limits.quiz_creations_per_user_per_minute",
+                self.quiz_creations_per_user_per_minute,
+            ),
+            ("limits.quiz_creation_burst", self.quiz_creation_burst),
+        ];
+        for (field, value) in rates {
+            if !(1..=1_000_000).contains(&value) {
+                bad(field, "must be 1-1000000");
+            }
+        }
+        if !(1..=10_000_000).contains(&self.max_tracked_clients) {
+            bad("limits.max_tracked_clients", "must be 1-10000000");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(config: &Config) -> String {
+        config.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn test_config_is_valid() {
+        Config::for_test().validate().unwrap();
+    }
+
+    #[test]
+    fn an_empty_file_takes_the_defaults() {
+        let config = Config::from_toml("").unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.admin_addr.to_string(), "127.0.0.1:9080");
+        assert_eq!(config.store.database_url, "sqlite://.local/quiz.db");
+        assert_eq!(config.auth.leeway_s, 5);
+        assert_eq!(config.session.ttl_s, 3600);
+        assert_eq!(config.vnodes_per_weight, 160);
+        assert_eq!(config.limits.joins_per_ip_per_minute, 30);
+        assert_eq!(config.max_body_bytes, 1 << 20);
+        assert!(!config.auth.dev_tokens && !config.trust_forwarded_for);
+        // The defaults alone name no key, secret or node: refused, with each field named.
+        let msg = problems(&config);
+        for field in ["auth:", "session.secret", "nodes:"] {
+            assert!(msg.contains(field), "{msg}");
+        }
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let text = r#"
+            http_addr = "0.0.0.0:80"
+            admin_addr = "127.0.0.1:9999"
+            trust_forwarded_for = true
+            [store]
+            database_url = "postgres://quiz@db/quiz"
+            [auth]
+            issuer = "https://id.example.com"
+            audience = "english-app"
+            hs256_secret = "0123456789abcdef0123456789abcdef"
+            [session]
+            secret = "fedcba9876543210fedcba9876543210"
+            [[nodes]]
+            id = "node-1"
+            ws_url = "wss://n1.example.com/v1/ws"
+            [[nodes]]
+            id = "node-2"
+            ws_url = "wss://n2.example.com/v1/ws"
+            weight = 2
+            [limits]
+            join_burst = 20
+        "#;
+        let config = Config::from_toml(text).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.nodes[0].weight, 1);
+        assert_eq!(config.nodes[1].weight, 2);
+        assert_eq!(config.limits.join_burst, 20);
+        assert_eq!(config.limits.joins_per_ip_per_minute, 30);
+        assert_eq!(config.store.pool_size, 8);
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let config = Config::from_toml(include_str!("../router.example.toml")).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.nodes.len(), 2);
+        assert_eq!(config.limits, LimitsConfig::default());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = Config::from_toml("htp_addr = \"127.0.0.1:1\"").unwrap_err();
+        assert!(err.to_string().contains("htp_addr"), "{err}");
+    }
+
+    #[test]
+    fn exactly_one_idp_key() {
+        let mut config = Config::for_test();
+        config.auth.hs256_secret = None;
+        config.auth.dev_tokens = false;
+        assert!(problems(&config).contains("set one of"));
+        config.auth.hs256_secret = Some("x".repeat(32));
+        config.auth.rs256_public_key_pem = Some("not a pem".into());
+        let msg = problems(&config);
+        assert!(msg.contains("set only one of"), "{msg}");
+        assert!(msg.contains("auth.rs256_public_key_pem"), "{msg}");
+    }
+
+    #[test]
+    fn dev_tokens_need_an_hs256_secret() {
+        let mut config = Config::for_test();
+        config.auth.hs256_secret = None;
+        config.auth.es256_public_key_pem = Some("junk".into());
+        assert!(problems(&config).contains("auth.dev_tokens"));
+    }
+
+    #[test]
+    fn nodes_are_checked() {
+        let mut config = Config::for_test();
+        config.nodes[1].id = "node-1".into();
+        config.nodes[2].ws_url = "http://x".into();
+        config.nodes[0].weight = 0;
+        let msg = problems(&config);
+        assert!(msg.contains("nodes[1].id"), "{msg}");
+        assert!(msg.contains("nodes[2].ws_url"), "{msg}");
+        assert!(msg.contains("nodes[0].weight"), "{msg}");
+    }
+
+    #[test]
+    fn short_or_shared_secrets_are_refused() {
+        let mut config = Config::for_test();
+        config.session.secret = "short".into();
+        assert!(problems(&config).contains("session.secret"));
+        config.session.secret = config.auth.hs256_secret.clone().unwrap();
+        assert!(problems(&config).contains("must differ"));
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let config = Config::for_test();
+        let text = format!("{config:?}");
+        assert!(!text.contains("test-idp-secret"), "{text}");
+        assert!(!text.contains("test-session-secret"), "{text}");
+    }
+}
