@@ -7,6 +7,7 @@
 //! quinn-proto's `Connection`, and it is what makes the engine testable without sleeps.
 //!
 //! - [`grade`]: is an answer right, and how right (normalisation, typos, partial credit).
+//! - [`layout`]: the shuffled order phones show tiles and matching items in.
 //! - [`score`]: points from correctness, time and streak.
 //! - [`rank`]: an order-statistic index, for "your rank" in O(√n).
 //! - [`leaderboard`]: scores, the tie-break rule, versions, coalesced deltas, edge replicas.
@@ -15,6 +16,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod grade;
+pub mod layout;
 pub mod leaderboard;
 pub mod nickname;
 pub mod rank;
