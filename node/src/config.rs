@@ -1,0 +1,208 @@
+//! The node's configuration: one serde struct, every field documented with its default, and
+//! validated before any port is bound.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use quiz_engine::EngineConfig;
+use quiz_store::StoreConfig;
+use serde::{Deserialize, Serialize};
+
+/// Everything a shard node needs. Every field has a default, so an empty file is a valid
+/// configuration for a local single-node system.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This node's name in the cluster. Default `node-1`.
+    pub node_id: String,
+    /// Where phones connect (WebSocket at `/v1/ws`). Default `127.0.0.1:7001`.
+    pub listen: SocketAddr,
+    /// Where `/metrics` and `/healthz` are served. Default `127.0.0.1:9101`.
+    pub admin_listen: SocketAddr,
+    /// The durable store. Default SQLite at `.local/quiz.db`.
+    pub store: StoreConfig,
+    /// HS256 secret that session tokens are signed with; the router signs with the same one.
+    /// Default: a development secret (change it for anything but local use).
+    pub session_secret: String,
+    /// Leeway for session token expiry, seconds. Default 5.
+    pub session_leeway_s: u64,
+    /// Quiz engine tunables (leaderboard interval, replay buffer, grace, typos).
+    pub engine: EngineConfig,
+    /// Per-connection and per-node limits.
+    pub limits: Limits,
+    /// Log as JSON lines instead of human-readable text. Default false.
+    pub log_json: bool,
+}
+
+/// The limits of a node. Every one bounds memory, CPU or abuse; each says what it costs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest frame (and largest reassembled message) a phone may send, bytes; bigger closes
+    /// the socket with 1009. Default 65536.
+    pub max_frame_bytes: usize,
+    /// Frames queued for one phone before it counts as too slow and is dropped (close 4008).
+    /// Each queued frame is shared with other phones, so this costs little. Default 256.
+    pub send_queue_frames: usize,
+    /// Sustained answers per second one connection may send; more get `rate_limited`.
+    /// Default 5.
+    pub answers_per_sec: u32,
+    /// Burst of answers allowed above the sustained rate. Default 10.
+    pub answer_burst: u32,
+    /// Bad frames (malformed, unknown type...) one connection may send per minute before it is
+    /// closed with 1008. Default 20.
+    pub bad_frames_per_min: u32,
+    /// Seconds between server pings; keeps mobile NAT mappings alive. Default 25.
+    pub ping_interval_s: u64,
+    /// A connection with no frame (pongs included) for this long is closed with 4009.
+    /// Default 70.
+    pub idle_timeout_s: u64,
+    /// Seconds a phone has to send `join` after connecting. Default 10.
+    pub join_timeout_s: u64,
+    /// Open connections on this node; each costs ~10 KiB. Keep it under the process's
+    /// open-file limit. Default 18000.
+    pub max_connections: usize,
+    /// Open connections from one IP address (carrier NAT puts many phones behind one).
+    /// Default 10000.
+    pub max_connections_per_ip: usize,
+    /// Answers accepted by a quiz but not yet durable; past this, new answers get a retryable
+    /// `unavailable`. Default 20000.
+    pub max_pending_answers: usize,
+    /// Most answers written to the store in one batch (group commit). Default 512.
+    pub max_write_batch: usize,
+    /// How long an edge waits for the quiz's owner to answer a request, ms. Default 10000.
+    pub request_timeout_ms: u64,
+    /// Events queued from a quiz to one edge before that edge is dropped and must resync.
+    /// Default 4096.
+    pub edge_queue_events: usize,
+    /// Requests queued for one quiz before edges get `unavailable`. Default 8192.
+    pub quiz_queue_requests: usize,
+    /// Seconds an ended quiz stays loaded (phones can still see the final standings).
+    /// Default 600.
+    pub ended_linger_s: u64,
+    /// Seconds a quiz with no connected phones and no activity stays loaded. Default 3600.
+    pub idle_quiz_linger_s: u64,
+    /// Grace period for graceful shutdown, seconds. Default 10.
+    pub shutdown_grace_s: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 64 * 1024,
+            send_queue_frames: 256,
+            answers_per_sec: 5,
+            answer_burst: 10,
+            bad_frames_per_min: 20,
+            ping_interval_s: 25,
+            idle_timeout_s: 70,
+            join_timeout_s: 10,
+            max_connections: 18_000,
+            max_connections_per_ip: 10_000,
+            max_pending_answers: 20_000,
+            max_write_batch: 512,
+            request_timeout_ms: 10_000,
+            edge_queue_events: 4096,
+            quiz_queue_requests: 8192,
+            ended_linger_s: 600,
+            idle_quiz_linger_s: 3600,
+            shutdown_grace_s: 10,
+        }
+    }
+}
+
+/// The development session secret; [`Config::validate`] warns about it outside local use.
+pub const DEV_SESSION_SECRET: &str = "dev-session-secret-change-me-0123456789";
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_id: "node-1".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7001)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
+            store: StoreConfig { database_url: "sqlite://.local/quiz.db".into(), pool_size: 8 },
+            session_secret: DEV_SESSION_SECRET.into(),
+            session_leeway_s: 5,
+            engine: EngineConfig::default(),
+            limits: Limits::default(),
+            log_json: false,
+        }
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid node config: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Ports 0 and short intervals, for tests.
+    pub fn for_test(database_url: &str) -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            listen: any,
+            admin_listen: any,
+            store: StoreConfig { database_url: database_url.into(), pool_size: 4 },
+            limits: Limits { shutdown_grace_s: 2, ..Limits::default() },
+            ..Self::default()
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError(m.into()));
+        let l = &self.limits;
+        if self.node_id.is_empty() || self.node_id.len() > 64 {
+            return bad("node_id must be 1-64 characters");
+        }
+        if self.session_secret.len() < 32 {
+            return bad("session_secret must be at least 32 bytes");
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&l.max_frame_bytes) {
+            return bad("limits.max_frame_bytes must be 1 KiB to 16 MiB");
+        }
+        if l.send_queue_frames == 0 || l.edge_queue_events == 0 || l.quiz_queue_requests == 0 {
+            return bad("queue sizes must be at least 1");
+        }
+        if l.answers_per_sec == 0 || l.answer_burst == 0 {
+            return bad("limits.answers_per_sec and answer_burst must be at least 1");
+        }
+        if l.ping_interval_s == 0 || l.idle_timeout_s <= l.ping_interval_s {
+            return bad("limits.idle_timeout_s must be longer than ping_interval_s (> 0)");
+        }
+        if l.max_connections == 0 || l.max_connections_per_ip == 0 {
+            return bad("connection limits must be at least 1");
+        }
+        if l.max_write_batch == 0 || l.max_pending_answers == 0 {
+            return bad("limits.max_write_batch and max_pending_answers must be at least 1");
+        }
+        if self.engine.leaderboard_interval_ms == 0 || self.engine.leaderboard_interval_ms > 5000 {
+            return bad("engine.leaderboard_interval_ms must be 1-5000");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.request_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_an_empty_file_parses() {
+        Config::default().validate().unwrap();
+        let c: Config = serde_json::from_str("{}").unwrap();
+        assert_eq!(c.limits.max_frame_bytes, 65536);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_reason() {
+        let mut c = Config::default();
+        c.limits.idle_timeout_s = 10;
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("idle_timeout_s"), "{e}");
+        assert!(serde_json::from_str::<Config>(r#"{"limitz":{}}"#).is_err());
+    }
+}

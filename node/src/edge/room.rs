@@ -1,0 +1,375 @@
+//! A quiz's room on this edge: the one subscription to the quiz's owner, fanned out to the
+//! edge's phones in that quiz.
+//!
+//! Quiz-wide frames arrive rendered once and are shared by every phone. Leaderboard versions
+//! arrive as deltas; the room keeps a replica so that it can give each phone its own rank, and
+//! sends a phone a frame only when something it shows changed.
+//!
+//! A phone that is joining is *pending*: events are held for it until its welcome (or replay)
+//! is queued, then those newer than its snapshot are released, so nothing is missed or doubled.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quiz_engine::LeaderboardReplica;
+use quiz_protocol::client::{RankScore, Role, TopEntry, close};
+use quiz_protocol::cluster::{Audience, OwnerEvent, Rejection};
+use quiz_protocol::{PlayerNo, QuizId};
+use tokio::sync::mpsc;
+
+use super::Edge;
+use super::conn::Conn;
+use crate::shard::EdgeId;
+
+/// How long a room with no phones stays subscribed, for phones that are only reconnecting.
+const ROOM_LINGER: Duration = Duration::from_secs(30);
+/// Control messages queued for a room.
+const CONTROL_QUEUE: usize = 1024;
+
+enum Control {
+    Register { conn: Arc<Conn>, role: Role },
+    Live { conn: u64, player: Option<PlayerNo>, seq: u64, leaderboard_v: u64 },
+    Unregister { conn: u64 },
+}
+
+/// A handle to a room, held by the edge and by its phones' readers.
+#[derive(Clone)]
+pub(crate) struct RoomHandle {
+    control: mpsc::Sender<Control>,
+    open: Arc<AtomicBool>,
+}
+
+impl RoomHandle {
+    pub(crate) fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire) && !self.control.is_closed()
+    }
+
+    pub(crate) fn same(&self, other: &RoomHandle) -> bool {
+        Arc::ptr_eq(&self.open, &other.open)
+    }
+
+    /// Stops the room (its phones are closed to reconnect).
+    pub(crate) fn close(&self) {
+        self.open.store(false, Ordering::Release);
+    }
+
+    /// Adds a joining phone; events are held for it until [`RoomHandle::go_live`].
+    pub(crate) fn register(&self, conn: Arc<Conn>, role: Role) {
+        self.control_send(Control::Register { conn, role });
+    }
+
+    /// The phone's snapshot (up to `seq`) is queued: release newer events to it.
+    pub(crate) fn go_live(&self, conn: u64, player: Option<PlayerNo>, seq: u64, leaderboard_v: u64) {
+        self.control_send(Control::Live { conn, player, seq, leaderboard_v });
+    }
+
+    pub(crate) fn unregister(&self, conn: u64) {
+        self.control_send(Control::Unregister { conn });
+    }
+
+    fn control_send(&self, message: Control) {
+        // A full control queue means a stuck room; the phone is then closed to reconnect.
+        if let Err(mpsc::error::TrySendError::Full(m)) = self.control.try_send(message) {
+            if let Control::Register { conn, .. } = m {
+                conn.close(close::INTERNAL);
+            }
+            tracing::warn!("room control queue full");
+        }
+    }
+}
+
+struct Member {
+    conn: Arc<Conn>,
+    role: Role,
+    player: Option<PlayerNo>,
+    /// Events held while joining; `None` once live.
+    pending: Option<Vec<Arc<OwnerEvent>>>,
+    /// Sequenced events up to this one are in the phone's snapshot already.
+    after_seq: u64,
+    last_you: Option<RankScore>,
+    last_players: u32,
+    last_answered: u32,
+    needs_top: bool,
+}
+
+/// Opens a room: subscribes to the quiz's owner and starts the room's task.
+pub(super) async fn open(edge: Arc<Edge>, quiz: QuizId) -> Result<RoomHandle, Rejection> {
+    let (events_tx, events) = mpsc::channel(edge.config.limits.edge_queue_events);
+    let edge_id = crate::shard::next_edge_id();
+    edge.shard.subscribe(&quiz, edge_id, events_tx).await?;
+    let (control_tx, control) = mpsc::channel(CONTROL_QUEUE);
+    let handle = RoomHandle { control: control_tx, open: Arc::new(AtomicBool::new(true)) };
+    let room = Room {
+        edge: edge.clone(),
+        quiz,
+        edge_id,
+        handle: handle.clone(),
+        members: HashMap::new(),
+        replica: LeaderboardReplica::new(),
+        empty_since: Some(Instant::now()),
+    };
+    edge.tracker.spawn(room.run(events, control));
+    Ok(handle)
+}
+
+struct Room {
+    edge: Arc<Edge>,
+    quiz: QuizId,
+    edge_id: EdgeId,
+    handle: RoomHandle,
+    members: HashMap<u64, Member>,
+    replica: LeaderboardReplica,
+    empty_since: Option<Instant>,
+}
+
+impl Room {
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<Arc<OwnerEvent>>,
+        mut control: mpsc::Receiver<Control>,
+    ) {
+        let close_code = loop {
+            let linger = self.empty_since.map(|t| t + ROOM_LINGER);
+            tokio::select! {
+                biased;
+                _ = self.edge.shutdown.cancelled() => break close::GOING_AWAY,
+                Some(c) = control.recv() => self.on_control(c),
+                event = events.recv() => match event {
+                    Some(e) => {
+                        if !self.on_event(&e) {
+                            break close::INTERNAL;
+                        }
+                    }
+                    // The owner dropped this edge (too slow) or the quiz moved: phones resume.
+                    None => break close::GOING_AWAY,
+                },
+                _ = sleep_until(linger), if linger.is_some() => {
+                    if self.members.is_empty() {
+                        break close::NORMAL;
+                    }
+                }
+            }
+            if !self.handle.open.load(Ordering::Acquire) {
+                break close::GOING_AWAY;
+            }
+            self.empty_since = match (self.members.is_empty(), self.empty_since) {
+                (true, None) => Some(Instant::now()),
+                (true, since) => since,
+                (false, _) => None,
+            };
+        };
+        self.handle.close();
+        self.edge.drop_room(&self.quiz, &self.handle);
+        for member in self.members.values() {
+            member.conn.close(close_code);
+        }
+        self.edge.shard.unsubscribe(&self.quiz, self.edge_id).await;
+    }
+
+    fn on_control(&mut self, control: Control) {
+        match control {
+            Control::Register { conn, role } => {
+                let member = Member {
+                    conn: conn.clone(),
+                    role,
+                    player: None,
+                    pending: Some(Vec::new()),
+                    after_seq: 0,
+                    last_you: None,
+                    last_players: 0,
+                    last_answered: 0,
+                    needs_top: false,
+                };
+                self.members.insert(conn.id, member);
+            }
+            Control::Live { conn, player, seq, leaderboard_v } => self.go_live(conn, player, seq, leaderboard_v),
+            Control::Unregister { conn } => {
+                self.members.remove(&conn);
+            }
+        }
+    }
+
+    fn go_live(&mut self, conn: u64, player: Option<PlayerNo>, seq: u64, leaderboard_v: u64) {
+        let Some(member) = self.members.get_mut(&conn) else { return };
+        member.player = player;
+        member.after_seq = seq;
+        let held = member.pending.take().unwrap_or_default();
+        // The welcome carried the leaderboard at `leaderboard_v`; a replay carried none (0).
+        let current = leaderboard_v != 0 && leaderboard_v >= self.replica.version();
+        if current {
+            member.last_you = player.and_then(|p| self.replica.standing(p));
+            member.last_players = self.replica.players();
+            member.last_answered = self.replica.answered();
+        } else {
+            member.needs_top = true;
+        }
+        for event in held {
+            if let OwnerEvent::Frame { audience, seq, json } = &*event {
+                self.deliver(conn, *audience, *seq, &Bytes::copy_from_slice(json));
+            }
+        }
+        if !current {
+            self.leaderboard_to(conn, false);
+        }
+    }
+
+    /// Handles one event from the owner; false when the room must close.
+    fn on_event(&mut self, event: &Arc<OwnerEvent>) -> bool {
+        for m in self.members.values_mut() {
+            if let Some(held) = m.pending.as_mut() {
+                if held.len() >= self.edge.config.limits.send_queue_frames {
+                    m.conn.close(close::TOO_SLOW);
+                } else {
+                    held.push(event.clone());
+                }
+            }
+        }
+        match &**event {
+            OwnerEvent::Frame { audience, seq, json } => {
+                let bytes = Bytes::copy_from_slice(json);
+                let ids: Vec<u64> = self.members.keys().copied().collect();
+                for id in ids {
+                    self.deliver(id, *audience, *seq, &bytes);
+                }
+            }
+            OwnerEvent::Leaderboard(update) => {
+                let started = Instant::now();
+                let before = self.replica.top().to_vec();
+                if let Err(gap) = self.replica.apply(update) {
+                    tracing::error!(%gap, "leaderboard replica out of step; resyncing phones");
+                    return false;
+                }
+                let top_changed = self.replica.top() != before.as_slice();
+                let ids: Vec<u64> = self.members.keys().copied().collect();
+                for id in ids {
+                    self.leaderboard_to(id, top_changed);
+                }
+                self.edge.metrics.leaderboard_fanout_seconds.observe(started.elapsed().as_secs_f64());
+            }
+            OwnerEvent::Kicked { player } => {
+                for m in self.members.values() {
+                    if m.player == Some(*player) {
+                        m.conn.close(close::KICKED);
+                    }
+                }
+            }
+            OwnerEvent::Gone => return false,
+        }
+        self.members.retain(|_, m| !m.conn.is_closed());
+        true
+    }
+
+    /// Sends a rendered frame to one live member, if it is for them and new to them.
+    fn deliver(&mut self, id: u64, audience: Audience, seq: Option<u64>, bytes: &Bytes) {
+        let Some(m) = self.members.get(&id) else { return };
+        if m.pending.is_some() {
+            return;
+        }
+        let for_them = match audience {
+            Audience::Everyone => true,
+            Audience::Hosts => m.role == Role::Host,
+            Audience::Player(p) => m.player == Some(p),
+        };
+        let new = seq.is_none_or(|s| s > m.after_seq);
+        if for_them && new {
+            m.conn.push(bytes.clone());
+        }
+    }
+
+    /// Sends one live member their leaderboard frame if anything they see changed.
+    fn leaderboard_to(&mut self, id: u64, top_changed: bool) {
+        let replica = &self.replica;
+        let Some(m) = self.members.get_mut(&id) else { return };
+        if m.pending.is_some() {
+            return;
+        }
+        let you = m.player.and_then(|p| replica.standing(p));
+        let send_top = top_changed || m.needs_top;
+        let send_you = you.is_some() && you != m.last_you;
+        let host = m.role == Role::Host;
+        let answered = replica.answered();
+        let send_answered = host && answered != m.last_answered;
+        let players = replica.players();
+        if !(send_top || send_you || send_answered || players != m.last_players) {
+            return;
+        }
+        let frame = render_leaderboard(
+            replica.version(),
+            players,
+            send_top.then(|| replica.top()),
+            if send_you { you } else { None },
+            host.then_some(answered),
+        );
+        m.last_you = you;
+        m.last_players = players;
+        m.last_answered = answered;
+        m.needs_top = false;
+        m.conn.push(frame);
+    }
+}
+
+/// Renders a `leaderboard` frame by hand: this runs once per phone per version, so it avoids
+/// building the frame struct (and cloning the top N) each time. A test pins it to serde's
+/// output for the same frame.
+fn render_leaderboard(
+    v: u64,
+    players: u32,
+    top: Option<&[TopEntry]>,
+    you: Option<RankScore>,
+    answered: Option<u32>,
+) -> Bytes {
+    let mut s = String::with_capacity(160);
+    let _ = write!(s, r#"{{"type":"leaderboard","v":{v},"players":{players}"#);
+    if let Some(top) = top {
+        s.push_str(r#","top":"#);
+        // Nicknames need JSON escaping; serde_json does it and cannot fail on strings.
+        s.push_str(&serde_json::to_string(top).unwrap_or_else(|_| "[]".into()));
+    }
+    if let Some(you) = you {
+        let _ = write!(s, r#","you":{{"rank":{},"score":{}}}"#, you.rank, you.score);
+    }
+    if let Some(a) = answered {
+        let _ = write!(s, r#","answered":{a}"#);
+    }
+    s.push('}');
+    Bytes::from(s)
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quiz_protocol::client::{LeaderboardFrame, ServerMessage, encode_server};
+
+    #[test]
+    fn hand_rendered_leaderboard_matches_serde() {
+        let top = vec![TopEntry("Ana \"the\" Great".into(), 1200), TopEntry("Bo".into(), 900)];
+        let cases = [
+            (Some(top.as_slice()), Some(RankScore { rank: 2, score: 900 }), None),
+            (None, Some(RankScore { rank: 7, score: 0 }), None),
+            (Some(top.as_slice()), None, Some(3)),
+            (None, None, None),
+        ];
+        for (t, you, answered) in cases {
+            let ours = render_leaderboard(9, 12, t, you, answered);
+            let theirs = encode_server(&ServerMessage::Leaderboard(LeaderboardFrame {
+                v: 9,
+                players: 12,
+                top: t.map(<[TopEntry]>::to_vec),
+                you,
+                answered,
+            }));
+            assert_eq!(std::str::from_utf8(&ours).unwrap(), std::str::from_utf8(&theirs).unwrap());
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Prometheus metrics of a node, served as text on the admin port. No quiz or player id is
+//! ever a label: label values come from small fixed sets.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds, fine at the low end where acks live.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15,
+    0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Every metric a node exports, registered once.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Open phone connections.
+    pub connections: IntGauge,
+    /// Connections refused, by reason (`capacity`, `per_ip`, `token`).
+    pub refused: IntCounterVec,
+    /// Joins, by outcome (`welcome`, `resumed`, or an error code).
+    pub joins: IntCounterVec,
+    /// Answers, by result (`accepted`, `duplicate`, or the rejection code).
+    pub answers: IntCounterVec,
+    /// From an answer frame's arrival at the edge to its ack being queued for the phone.
+    pub answer_ack_seconds: Histogram,
+    /// From a leaderboard version reaching an edge to every phone's frame being queued.
+    pub leaderboard_fanout_seconds: Histogram,
+    /// Frames and bytes queued to phones.
+    pub frames_sent: IntCounter,
+    pub bytes_sent: IntCounter,
+    /// Phones dropped for not reading (close 4008).
+    pub slow_consumers: IntCounter,
+    /// Connections closed for protocol violations, by close code.
+    pub protocol_closes: IntCounterVec,
+    /// Quizzes loaded on this node as owner.
+    pub quizzes: IntGauge,
+    /// Durable write batches: duration and size.
+    pub store_write_seconds: HistogramVec,
+    pub write_batch_answers: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("quiz_node".into()), None)
+            .unwrap_or_else(|e| unreachable!("a fixed prefix is valid: {e}"));
+        let m = Self {
+            connections: IntGauge::new("connections", "Open phone connections").unwrap_or_else(
+                |e| unreachable!("static metric definitions are valid: {e}"),
+            ),
+            refused: counter_vec("connections_refused_total", "Refused connections", "reason"),
+            joins: counter_vec("joins_total", "Joins by outcome", "outcome"),
+            answers: counter_vec("answers_total", "Answers by result", "result"),
+            answer_ack_seconds: histogram(
+                "answer_ack_seconds",
+                "Answer frame received at the edge to ack queued",
+            ),
+            leaderboard_fanout_seconds: histogram(
+                "leaderboard_fanout_seconds",
+                "Leaderboard version received at the edge to all phone frames queued",
+            ),
+            frames_sent: counter("frames_sent_total", "Frames queued to phones"),
+            bytes_sent: counter("bytes_sent_total", "Payload bytes queued to phones"),
+            slow_consumers: counter("slow_consumers_total", "Phones dropped as too slow"),
+            protocol_closes: counter_vec(
+                "protocol_closes_total",
+                "Connections closed for protocol violations",
+                "code",
+            ),
+            quizzes: IntGauge::new("quizzes", "Quizzes loaded as owner")
+                .unwrap_or_else(|e| unreachable!("static metric definitions are valid: {e}")),
+            store_write_seconds: HistogramVec::new(
+                HistogramOpts::new("store_write_seconds", "Durable write batch duration")
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                &["result"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definitions are valid: {e}")),
+            write_batch_answers: Histogram::with_opts(
+                HistogramOpts::new("write_batch_answers", "Answers per durable write batch")
+                    .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definitions are valid: {e}")),
+            registry,
+        };
+        m.register_all();
+        m
+    }
+
+    fn register_all(&self) {
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(self.connections.clone()),
+            Box::new(self.refused.clone()),
+            Box::new(self.joins.clone()),
+            Box::new(self.answers.clone()),
+            Box::new(self.answer_ack_seconds.clone()),
+            Box::new(self.leaderboard_fanout_seconds.clone()),
+            Box::new(self.frames_sent.clone()),
+            Box::new(self.bytes_sent.clone()),
+            Box::new(self.slow_consumers.clone()),
+            Box::new(self.protocol_closes.clone()),
+            Box::new(self.quizzes.clone()),
+            Box::new(self.store_write_seconds.clone()),
+            Box::new(self.write_batch_answers.clone()),
+        ];
+        for c in collectors {
+            // Each metric is registered exactly once, here, on a fresh registry.
+            if let Err(e) = self.registry.register(c) {
+                unreachable!("metric registered twice: {e}");
+            }
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::new(name, help)
+        .unwrap_or_else(|e| unreachable!("static metric definitions are valid: {e}"))
+}
+
+fn counter_vec(name: &str, help: &str, label: &str) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), &[label])
+        .unwrap_or_else(|e| unreachable!("static metric definitions are valid: {e}"))
+}
+
+fn histogram(name: &str, help: &str) -> Histogram {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()))
+        .unwrap_or_else(|e| unreachable!("static metric definitions are valid: {e}"))
+}

@@ -1,0 +1,217 @@
+//! The shard: the quizzes this node owns, one actor task each.
+//!
+//! [`Shard`] is the owner side of the cluster protocol: edges send it [`EdgeRequest`]s and
+//! subscribe to a quiz's [`OwnerEvent`]s. A quiz is loaded from the durable store the first time
+//! anyone asks for it (new, or restored after a restart), and unloaded when it has ended or sat
+//! idle long enough. The quiz's state lives in its actor ([`actor`]); durable writes go through
+//! its journal ([`journal`]).
+
+mod actor;
+pub(crate) use actor::next_edge_id;
+mod journal;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use quiz_engine::{QuizSpec, SavedQuiz, Session};
+use quiz_protocol::cluster::{EdgeRequest, OwnerEvent, OwnerReply, Rejection};
+use quiz_protocol::{ErrorCode, Phase, QuizId};
+use quiz_store::Stores;
+use tokio::sync::{OnceCell, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::now_ms;
+
+pub(crate) use actor::EdgeId;
+
+/// What an actor is asked to do.
+pub(crate) enum Command {
+    Request { request: EdgeRequest, reply: oneshot::Sender<OwnerReply> },
+    Subscribe { edge: EdgeId, events: mpsc::Sender<Arc<OwnerEvent>>, done: oneshot::Sender<()> },
+    Unsubscribe { edge: EdgeId },
+}
+
+type Slot = Arc<OnceCell<mpsc::Sender<Command>>>;
+
+/// The quizzes this node owns.
+#[derive(Clone)]
+pub struct Shard {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Arc<Config>,
+    stores: Stores,
+    metrics: Metrics,
+    quizzes: Mutex<HashMap<QuizId, Slot>>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Shard {
+    pub(crate) fn new(
+        config: Arc<Config>,
+        stores: Stores,
+        metrics: Metrics,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let inner = Inner {
+            config,
+            stores,
+            metrics,
+            quizzes: Mutex::new(HashMap::new()),
+            tracker,
+            shutdown,
+        };
+        Shard { inner: Arc::new(inner) }
+    }
+
+    /// Sends a request to a quiz's actor (loading the quiz if needed) and waits for the reply.
+    pub async fn request(&self, quiz: &QuizId, request: EdgeRequest) -> OwnerReply {
+        let (reply, rx) = oneshot::channel();
+        if let Err(rejection) = self.send(quiz, Command::Request { request, reply }).await {
+            return OwnerReply::Error(rejection);
+        }
+        match tokio::time::timeout(self.inner.config.request_timeout(), rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => OwnerReply::Error(unavailable("the quiz stopped before replying")),
+            Err(_) => OwnerReply::Error(unavailable("the quiz did not reply in time")),
+        }
+    }
+
+    /// Subscribes an edge to a quiz's events. The first event is the full leaderboard.
+    pub(crate) async fn subscribe(
+        &self,
+        quiz: &QuizId,
+        edge: EdgeId,
+        events: mpsc::Sender<Arc<OwnerEvent>>,
+    ) -> Result<(), Rejection> {
+        let (done, rx) = oneshot::channel();
+        self.send(quiz, Command::Subscribe { edge, events, done }).await?;
+        rx.await.map_err(|_| unavailable("the quiz stopped before the subscription"))
+    }
+
+    pub(crate) async fn unsubscribe(&self, quiz: &QuizId, edge: EdgeId) {
+        let sender = self.loaded(quiz);
+        if let Some(tx) = sender {
+            let _ = tx.send(Command::Unsubscribe { edge }).await;
+        }
+    }
+
+    /// Delivers a command, loading the quiz first if it is not loaded. An actor that has just
+    /// retired is replaced by a fresh load.
+    async fn send(&self, quiz: &QuizId, mut command: Command) -> Result<(), Rejection> {
+        for _ in 0..2 {
+            let slot = self.slot(quiz);
+            let tx = slot.get_or_try_init(|| self.load(quiz)).await.inspect_err(|_| {
+                self.forget(quiz, &slot);
+            })?;
+            match tx.send(command).await {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendError(back)) => {
+                    self.forget(quiz, &slot);
+                    command = back;
+                }
+            }
+        }
+        Err(unavailable("the quiz is restarting; try again"))
+    }
+
+    fn slot(&self, quiz: &QuizId) -> Slot {
+        let mut map = lock(&self.inner.quizzes);
+        map.entry(quiz.clone()).or_default().clone()
+    }
+
+    fn loaded(&self, quiz: &QuizId) -> Option<mpsc::Sender<Command>> {
+        lock(&self.inner.quizzes).get(quiz).and_then(|s| s.get().cloned())
+    }
+
+    /// Removes a quiz's slot if it is still `slot` (a newer load may have replaced it).
+    fn forget(&self, quiz: &QuizId, slot: &Slot) {
+        let mut map = lock(&self.inner.quizzes);
+        if map.get(quiz).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            map.remove(quiz);
+        }
+    }
+
+    /// Loads a quiz from the store and starts its actor.
+    async fn load(&self, quiz: &QuizId) -> Result<mpsc::Sender<Command>, Rejection> {
+        let stores = &self.inner.stores;
+        let record = stores
+            .quizzes
+            .quiz(quiz)
+            .await
+            .map_err(|e| store_rejection("loading the quiz", &e))?
+            .ok_or_else(|| Rejection {
+                code: ErrorCode::UnknownQuiz,
+                message: format!("there is no quiz {quiz}"),
+                answer_id: None,
+            })?;
+        let engine = self.inner.config.engine.clone();
+        let spec = QuizSpec {
+            id: record.id.clone(),
+            title: record.title.clone(),
+            settings: record.settings.clone(),
+            questions: record.questions.clone(),
+        };
+        let fresh = record.progress.phase == Phase::Lobby && record.progress.seq == 0;
+        let players = stores
+            .quizzes
+            .players(quiz)
+            .await
+            .map_err(|e| store_rejection("loading players", &e))?;
+        let session = if fresh && players.is_empty() {
+            Session::new(spec, engine, now_ms())
+        } else {
+            let answers = stores
+                .answers
+                .answers(quiz)
+                .await
+                .map_err(|e| store_rejection("loading answers", &e))?;
+            tracing::info!(%quiz, players = players.len(), answers = answers.len(), "restoring quiz");
+            let saved = SavedQuiz { progress: record.progress.clone(), players, answers };
+            Session::restore(spec, engine, saved)
+        };
+        let (tx, rx) = mpsc::channel(self.inner.config.limits.quiz_queue_requests);
+        let actor = actor::QuizActor::new(
+            session,
+            record.epoch,
+            rx,
+            self.inner.config.clone(),
+            stores.clone(),
+            self.inner.metrics.clone(),
+            self.inner.shutdown.clone(),
+        );
+        let span = tracing::info_span!("quiz", quiz = %quiz);
+        self.inner.metrics.quizzes.inc();
+        let metrics = self.inner.metrics.clone();
+        self.inner.tracker.spawn(
+            async move {
+                actor.run().await;
+                metrics.quizzes.dec();
+            }
+            .instrument(span),
+        );
+        Ok(tx)
+    }
+}
+
+/// Locks a mutex that is only ever held briefly and never across an await; a poisoned lock
+/// means a panic elsewhere already broke the process's invariants, so carry on with the data.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub(crate) fn unavailable(message: &str) -> Rejection {
+    Rejection { code: ErrorCode::Unavailable, message: message.into(), answer_id: None }
+}
+
+fn store_rejection(what: &str, e: &quiz_store::StoreError) -> Rejection {
+    tracing::warn!(error = %e, "{what} failed");
+    unavailable(&format!("the store is unavailable ({what}); try again"))
+}
