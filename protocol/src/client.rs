@@ -205,6 +205,8 @@ pub enum ServerMessage {
     Welcome(Box<Welcome>),
     /// Reply to a `join` with `last_seq` that can be replayed: the missed events follow.
     Resumed(Resumed),
+    /// A self-paced quiz opened: send `next` for your first question.
+    Started(Started),
     Question(QuestionFrame),
     Closed(Closed),
     Reveal(Box<Reveal>),
@@ -223,6 +225,7 @@ impl ServerMessage {
         match self {
             ServerMessage::Welcome(w) => Some(w.seq),
             ServerMessage::Resumed(r) => Some(r.to_seq),
+            ServerMessage::Started(s) => Some(s.seq),
             ServerMessage::Question(q) => q.seq,
             ServerMessage::Closed(c) => Some(c.seq),
             ServerMessage::Reveal(r) => r.seq,
@@ -320,6 +323,14 @@ pub struct QuestionFrame {
     pub ends_in_ms: u32,
     pub points: u32,
     pub multiplier: u8,
+}
+
+/// A self-paced quiz's window opened.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Started {
+    pub seq: u64,
+    /// Time left until the quiz ends for everyone.
+    pub ends_in_ms: u64,
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]

@@ -37,8 +37,18 @@ const HEADER: usize = 4;
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub enum EdgeRequest {
     /// Join or rejoin; `last_seq` asks for a replay.
-    Join { user: UserId, role: Role, nickname: String, last_seq: Option<u64> },
-    Answer { player: PlayerNo, question: u32, answer_id: AnswerId, answer: Answer },
+    Join {
+        user: UserId,
+        role: Role,
+        nickname: String,
+        last_seq: Option<u64>,
+    },
+    Answer {
+        player: PlayerNo,
+        question: u32,
+        answer_id: AnswerId,
+        answer: Answer,
+    },
     /// Self-paced: open the player's next question.
     Next { player: PlayerNo },
     /// The player leaves the quiz (and closes this connection).
@@ -46,7 +56,12 @@ pub enum EdgeRequest {
     /// A connection that had joined closed (`None`: a host's).
     Disconnect { player: Option<PlayerNo> },
     /// A host command; `reference` is echoed in the `host_ok` frame.
-    Host { user: UserId, command: HostCommand, target: Option<String>, reference: Option<String> },
+    Host {
+        user: UserId,
+        command: HostCommand,
+        target: Option<String>,
+        reference: Option<String>,
+    },
 }
 
 /// The owner's answer to one [`EdgeRequest`].
@@ -55,7 +70,12 @@ pub enum OwnerReply {
     /// Joined as `player` (`None` for a host). `frames` are JSON frames for the phone, in
     /// order: a `welcome`, or a `resumed` and the replayed events. They bring the phone to
     /// sequence number `seq` and leaderboard version `leaderboard_v`.
-    Joined { player: Option<PlayerNo>, seq: u64, leaderboard_v: u64, frames: Vec<Vec<u8>> },
+    Joined {
+        player: Option<PlayerNo>,
+        seq: u64,
+        leaderboard_v: u64,
+        frames: Vec<Vec<u8>>,
+    },
     /// A JSON frame for the phone (an `ack`, `host_ok`, or a self-paced `question`).
     Frame(Vec<u8>),
     /// Done; nothing to send.

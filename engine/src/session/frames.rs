@@ -8,7 +8,7 @@
 
 use quiz_protocol::client::{
     Ack, Closed, Ended, LeaderboardFrame, Paused, QuestionFrame, QuizInfo, Resumed, Reveal, Role,
-    ServerMessage, Unpaused, Welcome, You,
+    ServerMessage, Started, Unpaused, Welcome, You,
 };
 use quiz_protocol::{Phase, PlayerNo, QuestionBody};
 
@@ -20,10 +20,15 @@ use crate::layout::Layout;
 /// A quiz-wide event, as the replay buffer keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Event {
+    /// A self-paced quiz's window opened.
+    Started,
     Question(u32),
     Closed(u32),
     Reveal(u32),
-    Paused { index: u32, remaining_ms: u32 },
+    Paused {
+        index: u32,
+        remaining_ms: u32,
+    },
     Unpaused(u32),
     Ended,
 }
@@ -126,6 +131,10 @@ impl Session {
     /// The frame for a sequenced event, as of `now`.
     pub(super) fn render(&self, seq: u64, event: &Event, now: Millis) -> Option<ServerMessage> {
         Some(match *event {
+            Event::Started => ServerMessage::Started(Started {
+                seq,
+                ends_in_ms: self.window_end().map_or(0, |end| (end - now).max(0) as u64),
+            }),
             Event::Question(index) => {
                 let left = self.live_time_left(index, now);
                 ServerMessage::Question(self.question_frame(index, Some(seq), left)?)

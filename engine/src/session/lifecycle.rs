@@ -157,7 +157,7 @@ impl Session {
         }
         if !self.is_live() {
             self.progress.opened_at = Some(now);
-            self.transition(Phase::InProgress, now, None, now);
+            self.transition(Phase::InProgress, now, Some(Event::Started), now);
         } else if self.question_count() == 0 {
             self.end(now, now);
         } else {

@@ -47,7 +47,9 @@ fn each_player_works_through_the_questions_at_their_own_pace() {
     assert_eq!(quiz.host(HostCommand::Start), Ok(Phase::InProgress));
     let effects = quiz.take();
     assert!(
-        matches!(&effects[..], [Effect::SaveProgress(p)] if p.phase == Phase::InProgress && p.opened_at == Some(T0))
+        matches!(&effects[..], [Effect::SaveProgress(p), Effect::Send { msg: ServerMessage::Started(s), .. }]
+            if p.phase == Phase::InProgress && p.opened_at == Some(T0) && s.seq == p.seq && s.ends_in_ms > 0),
+        "start persists progress and tells every phone: {effects:?}"
     );
     assert_eq!(
         quiz.rejected(ana, 0, "a0", Answer::Bool(true)),
@@ -115,7 +117,7 @@ fn each_player_works_through_the_questions_at_their_own_pace() {
     let effects = quiz.take();
     assert!(effects.contains(&Effect::Ended));
     assert!(effects.iter().any(|e| matches!(e,
-        Effect::Send { audience: Audience::Everyone, msg: ServerMessage::Ended(end) } if end.seq == 1)));
+        Effect::Send { audience: Audience::Everyone, msg: ServerMessage::Ended(end) } if end.seq == 2)));
     assert_eq!(next_frame(&mut quiz, ana), Err(ErrorCode::QuizEnded));
 }
 
