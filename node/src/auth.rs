@@ -40,7 +40,10 @@ impl SessionKeys {
         validation.set_issuer(&[SESSION_ISSUER]);
         validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
         validation.leeway = leeway_s;
-        Self { key: DecodingKey::from_secret(secret.as_bytes()), validation }
+        Self {
+            key: DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+        }
     }
 
     pub(crate) fn check(&self, token: &str) -> Result<Session, TokenError> {
@@ -57,6 +60,11 @@ impl SessionKeys {
             .map_err(|_| TokenError::Invalid("the token names no valid quiz".into()))?;
         let user = UserId::parse(&claims.sub)
             .map_err(|_| TokenError::Invalid("the token names no valid user".into()))?;
-        Ok(Session { user, quiz, role: claims.role, nickname: claims.nick })
+        Ok(Session {
+            user,
+            quiz,
+            role: claims.role,
+            nickname: claims.nick,
+        })
     }
 }

@@ -120,7 +120,10 @@ impl Default for Config {
             node_id: "node-1".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 7001)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
-            store: StoreConfig { database_url: "sqlite://.local/quiz.db".into(), pool_size: 8 },
+            store: StoreConfig {
+                database_url: "sqlite://.local/quiz.db".into(),
+                pool_size: 8,
+            },
             session_secret: DEV_SESSION_SECRET.into(),
             session_leeway_s: 5,
             engine: EngineConfig::default(),
@@ -142,8 +145,14 @@ impl Config {
         Self {
             listen: any,
             admin_listen: any,
-            store: StoreConfig { database_url: database_url.into(), pool_size: 4 },
-            limits: Limits { shutdown_grace_s: 2, ..Limits::default() },
+            store: StoreConfig {
+                database_url: database_url.into(),
+                pool_size: 4,
+            },
+            limits: Limits {
+                shutdown_grace_s: 2,
+                ..Limits::default()
+            },
             ..Self::default()
         }
     }

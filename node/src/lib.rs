@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 pub use config::Config;
 pub use quiz_engine::Millis;
 use quiz_store::Stores;
@@ -36,7 +36,10 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
     #[error("cannot bind {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A running node.
@@ -78,7 +81,10 @@ impl NodeHandle {
     pub async fn wait(self) {
         self.shutdown.cancelled().await;
         self.tracker.close();
-        if tokio::time::timeout(self.grace, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(self.grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("shutdown grace period over; some tasks were still running");
         }
     }
@@ -94,34 +100,54 @@ pub async fn start(
     let config = Arc::new(config);
     let metrics = Metrics::new();
     let tracker = TaskTracker::new();
-    let shard =
-        Shard::new(config.clone(), stores, metrics.clone(), tracker.clone(), shutdown.clone());
-    let edge = edge::Edge::new(config.clone(), shard, metrics.clone(), tracker.clone(), shutdown.clone());
+    let shard = Shard::new(
+        config.clone(),
+        stores,
+        metrics.clone(),
+        tracker.clone(),
+        shutdown.clone(),
+    );
+    let edge = edge::Edge::new(
+        config.clone(),
+        shard,
+        metrics.clone(),
+        tracker.clone(),
+        shutdown.clone(),
+    );
 
     let ws = bind(config.listen).await?;
     let admin = bind(config.admin_listen).await?;
     let ws_addr = local_addr(&ws, config.listen)?;
     let admin_addr = local_addr(&admin, config.admin_listen)?;
 
-    let app = edge.router().into_make_service_with_connect_info::<SocketAddr>();
+    let app = edge
+        .router()
+        .into_make_service_with_connect_info::<SocketAddr>();
     // Frames are small and latency matters more than packet count.
     let ws = ws.tap_io(|s| {
         let _ = s.set_nodelay(true);
     });
     let stop = shutdown.clone();
     tracker.spawn(async move {
-        let served = axum::serve(ws, app).with_graceful_shutdown(stop.cancelled_owned()).await;
+        let served = axum::serve(ws, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
         if let Err(e) = served {
             tracing::error!(error = %e, "WebSocket listener failed");
         }
     });
     let admin_metrics = metrics.clone();
     let admin_app = Router::new()
-        .route("/metrics", get(move || std::future::ready(admin_metrics.render())))
+        .route(
+            "/metrics",
+            get(move || std::future::ready(admin_metrics.render())),
+        )
         .route("/healthz", get(|| async { "ok" }));
     let stop = shutdown.clone();
     tracker.spawn(async move {
-        let served = axum::serve(admin, admin_app).with_graceful_shutdown(stop.cancelled_owned()).await;
+        let served = axum::serve(admin, admin_app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
         if let Err(e) = served {
             tracing::error!(error = %e, "admin listener failed");
         }
@@ -138,11 +164,14 @@ pub async fn start(
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
 }
 
 fn local_addr(l: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {
-    l.local_addr().map_err(|source| StartError::Bind { addr, source })
+    l.local_addr()
+        .map_err(|source| StartError::Bind { addr, source })
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the engine's clock.

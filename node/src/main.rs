@@ -36,7 +36,9 @@ async fn main() -> anyhow::Result<()> {
     config.log_json |= args.log_json;
     config.validate()?;
     telemetry::init(config.log_json);
-    let stores = quiz_store::Stores::open(&config.store).await.context("opening the store")?;
+    let stores = quiz_store::Stores::open(&config.store)
+        .await
+        .context("opening the store")?;
     let shutdown = CancellationToken::new();
     let node = quiz_node::start(config, stores, shutdown.clone()).await?;
     telemetry::shutdown_signal().await;

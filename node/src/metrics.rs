@@ -47,9 +47,8 @@ impl Metrics {
         let registry = Registry::new_custom(Some("quiz_node".into()), None)
             .unwrap_or_else(|e| unreachable!("a fixed prefix is valid: {e}"));
         let m = Self {
-            connections: IntGauge::new("connections", "Open phone connections").unwrap_or_else(
-                |e| unreachable!("static metric definitions are valid: {e}"),
-            ),
+            connections: IntGauge::new("connections", "Open phone connections")
+                .unwrap_or_else(|e| unreachable!("static metric definitions are valid: {e}")),
             refused: counter_vec("connections_refused_total", "Refused connections", "reason"),
             joins: counter_vec("joins_total", "Joins by outcome", "outcome"),
             answers: counter_vec("answers_total", "Answers by result", "result"),
@@ -79,7 +78,9 @@ impl Metrics {
             .unwrap_or_else(|e| unreachable!("static metric definitions are valid: {e}")),
             write_batch_answers: Histogram::with_opts(
                 HistogramOpts::new("write_batch_answers", "Answers per durable write batch")
-                    .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
+                    .buckets(vec![
+                        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
+                    ]),
             )
             .unwrap_or_else(|e| unreachable!("static metric definitions are valid: {e}")),
             registry,

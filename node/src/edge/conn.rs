@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicI64, AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite};
+use fastwebsockets::{
+    Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite,
+};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use quiz_protocol::client::{
@@ -31,6 +33,9 @@ use crate::now_ms;
 type Stream = TokioIo<Upgraded>;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// How long a closed connection waits for the phone's closing handshake.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// What the writer sends.
 enum Out {
@@ -74,8 +79,10 @@ impl Conn {
     /// Closes the connection with `code` (the first code set wins). Returns whether this call
     /// was the one that closed it.
     pub(crate) fn close(&self, code: u16) -> bool {
-        let first =
-            self.close_code.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire).is_ok();
+        let first = self
+            .close_code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
         self.kill.cancel();
         first
     }
@@ -84,7 +91,13 @@ impl Conn {
         self.kill.is_cancelled()
     }
 
-    fn error(&self, code: ErrorCode, message: &str, answer_id: Option<AnswerId>, reference: Option<String>) {
+    fn error(
+        &self,
+        code: ErrorCode,
+        message: &str,
+        answer_id: Option<AnswerId>,
+        reference: Option<String>,
+    ) {
         let mut frame = ErrorFrame::new(code, message);
         frame.answer_id = answer_id;
         frame.reference = reference;
@@ -93,11 +106,18 @@ impl Conn {
 }
 
 /// Serves one upgraded WebSocket until it closes.
-pub(super) async fn serve(edge: Arc<Edge>, ws: WebSocket<Stream>, session: Session, admission: Admission) {
+pub(super) async fn serve(
+    edge: Arc<Edge>,
+    ws: WebSocket<Stream>,
+    session: Session,
+    admission: Admission,
+) {
     let (read, write) = ws.split(tokio::io::split);
     let mut read = read;
-    // fastwebsockets refuses frames whose length is >= the limit; ours is inclusive.
-    read.set_max_message_size(edge.config.limits.max_frame_bytes + 1);
+    // Frames up to 4x the limit are read whole and refused with 1009 by the decoder, so the
+    // phone sees the close cleanly; fastwebsockets cuts bigger ones off at the header, which
+    // leaves unread bytes and makes the close a reset.
+    read.set_max_message_size(edge.config.limits.max_frame_bytes * 4 + 1);
     let (out, out_rx) = mpsc::channel(edge.config.limits.send_queue_frames);
     let conn = Arc::new(Conn {
         id: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
@@ -114,17 +134,27 @@ pub(super) async fn serve(edge: Arc<Edge>, ws: WebSocket<Stream>, session: Sessi
         session,
         joined: None,
         bad_frames: RateWindow::new(Duration::from_secs(60)),
-        answers: TokenBucket::new(edge.config.limits.answers_per_sec, edge.config.limits.answer_burst),
+        answers: TokenBucket::new(
+            edge.config.limits.answers_per_sec,
+            edge.config.limits.answer_burst,
+        ),
         fragments: None,
         _admission: admission,
     };
     let reader = edge.tracker.spawn(reader.run(read));
     let writer = write_loop(edge.clone(), write, out_rx, conn.clone());
     writer.await;
-    // The writer is done (closed, failed or shutting down): stop reading too. The reader's
-    // drop handler tells the room and the owner.
-    reader.abort();
-    let _ = reader.await;
+    // The writer is done (closed, failed or shutting down). Give the phone a moment to answer
+    // our close frame (the reader takes it), then stop reading. The reader's drop handler
+    // tells the room and the owner.
+    let mut reader = reader;
+    if tokio::time::timeout(CLOSE_LINGER, &mut reader)
+        .await
+        .is_err()
+    {
+        reader.abort();
+        let _ = reader.await;
+    }
     edge.metrics.connections.dec();
 }
 
@@ -174,15 +204,19 @@ async fn write_loop(
         }
     }
     let code = if code == 0 { close::NORMAL } else { code };
-    let _ = ws.write_frame(Frame::close(code, reason(code).as_bytes())).await;
+    let _ = ws
+        .write_frame(Frame::close(code, reason(code).as_bytes()))
+        .await;
     let _ = ws.flush().await;
+    // The socket stays open (the reader holds the other half) until the phone answers.
 }
 
 async fn send(ws: &mut WebSocketWrite<WriteHalf<Stream>>, out: Out) -> Result<(), WebSocketError> {
     match out {
         Out::Text(bytes) => ws.write_frame(Frame::text(Payload::Borrowed(&bytes))).await,
         Out::Control(opcode, payload) => {
-            ws.write_frame(Frame::new(true, opcode, None, Payload::Owned(payload))).await
+            ws.write_frame(Frame::new(true, opcode, None, Payload::Owned(payload)))
+                .await
         }
     }
 }
@@ -224,9 +258,13 @@ struct Reader {
 impl Drop for Reader {
     fn drop(&mut self) {
         self.conn.kill.cancel();
-        let Some(joined) = self.joined.take() else { return };
+        let Some(joined) = self.joined.take() else {
+            return;
+        };
         joined.room.unregister(self.conn.id);
-        let request = EdgeRequest::Disconnect { player: joined.player };
+        let request = EdgeRequest::Disconnect {
+            player: joined.player,
+        };
         let shard = self.edge.shard.clone();
         let quiz = self.session.quiz.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -249,7 +287,9 @@ impl Reader {
         loop {
             let frame = if self.joined.is_none() {
                 // Dropping a read here is fine: the connection is abandoned on timeout.
-                match tokio::time::timeout_at(join_deadline.into(), read.read_frame(&mut obligated)).await {
+                match tokio::time::timeout_at(join_deadline.into(), read.read_frame(&mut obligated))
+                    .await
+                {
                     Ok(f) => f,
                     Err(_) => {
                         self.conn.close(close::POLICY);
@@ -289,7 +329,9 @@ impl Reader {
         let code = match e {
             WebSocketError::FrameTooLarge => close::TOO_BIG,
             WebSocketError::InvalidUTF8 => close::INVALID_PAYLOAD,
-            WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) | WebSocketError::ConnectionClosed => {
+            WebSocketError::UnexpectedEOF
+            | WebSocketError::IoError(_)
+            | WebSocketError::ConnectionClosed => {
                 self.conn.kill.cancel();
                 return;
             }
@@ -300,7 +342,11 @@ impl Reader {
 
     /// Closes for a protocol violation; returns false (stop reading).
     fn protocol_close(&self, code: u16) -> bool {
-        self.edge.metrics.protocol_closes.with_label_values(&[&code.to_string()]).inc();
+        self.edge
+            .metrics
+            .protocol_closes
+            .with_label_values(&[&code.to_string()])
+            .inc();
         tracing::info!(code, "closing for a protocol violation");
         self.conn.close(code);
         false
@@ -369,7 +415,11 @@ impl Reader {
 
     async fn join(&mut self, last_seq: Option<u64>) -> bool {
         if self.joined.is_some() {
-            return self.bad_frame(ErrorCode::BadMessage, "already joined on this connection", None);
+            return self.bad_frame(
+                ErrorCode::BadMessage,
+                "already joined on this connection",
+                None,
+            );
         }
         let quiz = self.session.quiz.clone();
         let room = match self.edge.room(&quiz).await {
@@ -384,7 +434,12 @@ impl Reader {
             last_seq,
         };
         match self.edge.shard.request(&quiz, request).await {
-            OwnerReply::Joined { player, seq, leaderboard_v, frames } => {
+            OwnerReply::Joined {
+                player,
+                seq,
+                leaderboard_v,
+                frames,
+            } => {
                 for frame in frames {
                     self.conn.push(frame.into());
                 }
@@ -421,11 +476,20 @@ impl Reader {
     fn answer(&mut self, frame: quiz_protocol::client::AnswerFrame) -> bool {
         let player = self.joined.as_ref().and_then(|j| j.player);
         let Some(player) = player else {
-            self.conn.error(ErrorCode::BadMessage, "hosts do not answer", Some(frame.answer_id), None);
+            self.conn.error(
+                ErrorCode::BadMessage,
+                "hosts do not answer",
+                Some(frame.answer_id),
+                None,
+            );
             return true;
         };
         if !self.answers.take() {
-            self.edge.metrics.answers.with_label_values(&["rate_limited"]).inc();
+            self.edge
+                .metrics
+                .answers
+                .with_label_values(&["rate_limited"])
+                .inc();
             self.conn.error(
                 ErrorCode::RateLimited,
                 "too many answers; slow down",
@@ -437,7 +501,12 @@ impl Reader {
         let answer = match frame.answer() {
             Ok(a) => a,
             Err(e) => {
-                self.conn.error(ErrorCode::BadAnswer, &e.to_string(), Some(frame.answer_id), None);
+                self.conn.error(
+                    ErrorCode::BadAnswer,
+                    &e.to_string(),
+                    Some(frame.answer_id),
+                    None,
+                );
                 return self.bad_frame_counted();
             }
         };
@@ -450,7 +519,9 @@ impl Reader {
         let received = Instant::now();
         let metrics = self.edge.metrics.clone();
         self.spawn_request(request, None, move || {
-            metrics.answer_ack_seconds.observe(received.elapsed().as_secs_f64());
+            metrics
+                .answer_ack_seconds
+                .observe(received.elapsed().as_secs_f64());
         });
         true
     }
@@ -464,7 +535,11 @@ impl Reader {
 
     fn host(&mut self, frame: HostFrame) -> bool {
         if self.session.role != Role::Host {
-            return self.bad_frame(ErrorCode::NotHost, "only the host can do that", frame.reference);
+            return self.bad_frame(
+                ErrorCode::NotHost,
+                "only the host can do that",
+                frame.reference,
+            );
         }
         let request = EdgeRequest::Host {
             user: self.session.user.clone(),
@@ -478,7 +553,12 @@ impl Reader {
 
     fn next(&mut self, reference: Option<String>) -> bool {
         let Some(player) = self.joined.as_ref().and_then(|j| j.player) else {
-            self.conn.error(ErrorCode::BadMessage, "hosts do not take questions", None, reference);
+            self.conn.error(
+                ErrorCode::BadMessage,
+                "hosts do not take questions",
+                None,
+                reference,
+            );
             return true;
         };
         self.spawn_request(EdgeRequest::Next { player }, reference, || {});
@@ -486,9 +566,16 @@ impl Reader {
     }
 
     async fn leave(&mut self) -> bool {
-        if let Some(Joined { room, player: Some(player) }) = self.joined.take() {
+        if let Some(Joined {
+            room,
+            player: Some(player),
+        }) = self.joined.take()
+        {
             room.unregister(self.conn.id);
-            self.edge.shard.request(&self.session.quiz, EdgeRequest::Leave { player }).await;
+            self.edge
+                .shard
+                .request(&self.session.quiz, EdgeRequest::Leave { player })
+                .await;
         } else if let Some(joined) = &self.joined {
             // A host leaving is a disconnect; the drop handler reports it.
             joined.room.unregister(self.conn.id);
@@ -498,7 +585,12 @@ impl Reader {
     }
 
     /// Sends a request to the owner without blocking the reader, and queues the reply.
-    fn spawn_request(&self, request: EdgeRequest, reference: Option<String>, done: impl FnOnce() + Send + 'static) {
+    fn spawn_request(
+        &self,
+        request: EdgeRequest,
+        reference: Option<String>,
+        done: impl FnOnce() + Send + 'static,
+    ) {
         let shard = self.edge.shard.clone();
         let quiz = self.session.quiz.clone();
         let conn = self.conn.clone();
@@ -526,7 +618,11 @@ struct RateWindow {
 
 impl RateWindow {
     fn new(window: Duration) -> Self {
-        Self { window, started: Instant::now(), count: 0 }
+        Self {
+            window,
+            started: Instant::now(),
+            count: 0,
+        }
     }
 
     /// Records one event; returns the count in the current window.
@@ -550,7 +646,12 @@ struct TokenBucket {
 
 impl TokenBucket {
     fn new(rate: u32, burst: u32) -> Self {
-        Self { rate: rate as f64, burst: burst as f64, tokens: burst as f64, refilled: Instant::now() }
+        Self {
+            rate: rate as f64,
+            burst: burst as f64,
+            tokens: burst as f64,
+            refilled: Instant::now(),
+        }
     }
 
     fn take(&mut self) -> bool {

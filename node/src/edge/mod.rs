@@ -72,7 +72,9 @@ impl Edge {
         Router::new()
             .route("/v1/ws", get(upgrade))
             .route("/healthz", get(|| async { "ok" }))
-            .fallback(|| async { http_error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route") })
+            .fallback(|| async {
+                http_error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route")
+            })
             .with_state(self.clone())
     }
 
@@ -90,7 +92,10 @@ impl Edge {
             // Two phones may race to open the same room; the loser's subscription is dropped.
             let room = room::open(self.clone(), quiz.clone()).await?;
             let mut rooms = crate::shard::lock(&self.rooms);
-            let kept = rooms.entry(quiz.clone()).or_insert_with(|| room.clone()).clone();
+            let kept = rooms
+                .entry(quiz.clone())
+                .or_insert_with(|| room.clone())
+                .clone();
             if !kept.same(&room) {
                 room.close();
             }
@@ -106,24 +111,47 @@ impl Edge {
         }
     }
 
-    /// Takes a connection slot for `ip`, or says why not.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, Response> {
+    /// Takes a connection slot for `ip`, or refuses with the response to send.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, Refused> {
         let permit = self.connections.clone().try_acquire_owned().map_err(|_| {
             self.metrics.refused.with_label_values(&["capacity"]).inc();
-            http_error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, "this node is full; try another")
+            Refused::Capacity
         })?;
         let mut per_ip = crate::shard::lock(&self.per_ip);
         let count = per_ip.entry(ip).or_insert(0);
         if *count >= self.config.limits.max_connections_per_ip {
             self.metrics.refused.with_label_values(&["per_ip"]).inc();
-            return Err(http_error(
+            return Err(Refused::PerIp);
+        }
+        *count += 1;
+        Ok(Admission {
+            edge: self.clone(),
+            ip,
+            _permit: permit,
+        })
+    }
+}
+
+/// Why a connection was not admitted.
+enum Refused {
+    Capacity,
+    PerIp,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Refused::Capacity => http_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Unavailable,
+                "this node is full; try another",
+            ),
+            Refused::PerIp => http_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 ErrorCode::RateLimited,
                 "too many connections from this address",
-            ));
+            ),
         }
-        *count += 1;
-        Ok(Admission { edge: self.clone(), ip, _permit: permit })
     }
 }
 
@@ -165,7 +193,11 @@ async fn upgrade(
         .map(str::to_owned);
     let Some(token) = query.token.or(bearer) else {
         edge.metrics.refused.with_label_values(&["token"]).inc();
-        return http_error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "a session token is required");
+        return http_error(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "a session token is required",
+        );
     };
     let session = match edge.keys.check(&token) {
         Ok(s) => s,
@@ -180,12 +212,16 @@ async fn upgrade(
     };
     let admission = match edge.admit(peer.ip()) {
         Ok(a) => a,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     let (response, socket) = match upgrade.upgrade() {
         Ok(pair) => pair,
         Err(e) => {
-            return http_error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &e.to_string());
+            return http_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                &e.to_string(),
+            );
         }
     };
     let span = tracing::info_span!("conn", %peer, quiz = %session.quiz, user = %session.user);

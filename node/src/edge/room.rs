@@ -31,9 +31,19 @@ const ROOM_LINGER: Duration = Duration::from_secs(30);
 const CONTROL_QUEUE: usize = 1024;
 
 enum Control {
-    Register { conn: Arc<Conn>, role: Role },
-    Live { conn: u64, player: Option<PlayerNo>, seq: u64, leaderboard_v: u64 },
-    Unregister { conn: u64 },
+    Register {
+        conn: Arc<Conn>,
+        role: Role,
+    },
+    Live {
+        conn: u64,
+        player: Option<PlayerNo>,
+        seq: u64,
+        leaderboard_v: u64,
+    },
+    Unregister {
+        conn: u64,
+    },
 }
 
 /// A handle to a room, held by the edge and by its phones' readers.
@@ -63,8 +73,19 @@ impl RoomHandle {
     }
 
     /// The phone's snapshot (up to `seq`) is queued: release newer events to it.
-    pub(crate) fn go_live(&self, conn: u64, player: Option<PlayerNo>, seq: u64, leaderboard_v: u64) {
-        self.control_send(Control::Live { conn, player, seq, leaderboard_v });
+    pub(crate) fn go_live(
+        &self,
+        conn: u64,
+        player: Option<PlayerNo>,
+        seq: u64,
+        leaderboard_v: u64,
+    ) {
+        self.control_send(Control::Live {
+            conn,
+            player,
+            seq,
+            leaderboard_v,
+        });
     }
 
     pub(crate) fn unregister(&self, conn: u64) {
@@ -102,7 +123,10 @@ pub(super) async fn open(edge: Arc<Edge>, quiz: QuizId) -> Result<RoomHandle, Re
     let edge_id = crate::shard::next_edge_id();
     edge.shard.subscribe(&quiz, edge_id, events_tx).await?;
     let (control_tx, control) = mpsc::channel(CONTROL_QUEUE);
-    let handle = RoomHandle { control: control_tx, open: Arc::new(AtomicBool::new(true)) };
+    let handle = RoomHandle {
+        control: control_tx,
+        open: Arc::new(AtomicBool::new(true)),
+    };
     let room = Room {
         edge: edge.clone(),
         quiz,
@@ -186,7 +210,12 @@ impl Room {
                 };
                 self.members.insert(conn.id, member);
             }
-            Control::Live { conn, player, seq, leaderboard_v } => self.go_live(conn, player, seq, leaderboard_v),
+            Control::Live {
+                conn,
+                player,
+                seq,
+                leaderboard_v,
+            } => self.go_live(conn, player, seq, leaderboard_v),
             Control::Unregister { conn } => {
                 self.members.remove(&conn);
             }
@@ -194,7 +223,9 @@ impl Room {
     }
 
     fn go_live(&mut self, conn: u64, player: Option<PlayerNo>, seq: u64, leaderboard_v: u64) {
-        let Some(member) = self.members.get_mut(&conn) else { return };
+        let Some(member) = self.members.get_mut(&conn) else {
+            return;
+        };
         member.player = player;
         member.after_seq = seq;
         let held = member.pending.take().unwrap_or_default();
@@ -208,7 +239,12 @@ impl Room {
             member.needs_top = true;
         }
         for event in held {
-            if let OwnerEvent::Frame { audience, seq, json } = &*event {
+            if let OwnerEvent::Frame {
+                audience,
+                seq,
+                json,
+            } = &*event
+            {
                 self.deliver(conn, *audience, *seq, &Bytes::copy_from_slice(json));
             }
         }
@@ -229,7 +265,11 @@ impl Room {
             }
         }
         match &**event {
-            OwnerEvent::Frame { audience, seq, json } => {
+            OwnerEvent::Frame {
+                audience,
+                seq,
+                json,
+            } => {
                 let bytes = Bytes::copy_from_slice(json);
                 let ids: Vec<u64> = self.members.keys().copied().collect();
                 for id in ids {
@@ -248,7 +288,10 @@ impl Room {
                 for id in ids {
                     self.leaderboard_to(id, top_changed);
                 }
-                self.edge.metrics.leaderboard_fanout_seconds.observe(started.elapsed().as_secs_f64());
+                self.edge
+                    .metrics
+                    .leaderboard_fanout_seconds
+                    .observe(started.elapsed().as_secs_f64());
             }
             OwnerEvent::Kicked { player } => {
                 for m in self.members.values() {
@@ -265,7 +308,9 @@ impl Room {
 
     /// Sends a rendered frame to one live member, if it is for them and new to them.
     fn deliver(&mut self, id: u64, audience: Audience, seq: Option<u64>, bytes: &Bytes) {
-        let Some(m) = self.members.get(&id) else { return };
+        let Some(m) = self.members.get(&id) else {
+            return;
+        };
         if m.pending.is_some() {
             return;
         }
@@ -283,7 +328,9 @@ impl Room {
     /// Sends one live member their leaderboard frame if anything they see changed.
     fn leaderboard_to(&mut self, id: u64, top_changed: bool) {
         let replica = &self.replica;
-        let Some(m) = self.members.get_mut(&id) else { return };
+        let Some(m) = self.members.get_mut(&id) else {
+            return;
+        };
         if m.pending.is_some() {
             return;
         }
@@ -353,9 +400,19 @@ mod tests {
 
     #[test]
     fn hand_rendered_leaderboard_matches_serde() {
-        let top = vec![TopEntry("Ana \"the\" Great".into(), 1200), TopEntry("Bo".into(), 900)];
+        let top = vec![
+            TopEntry("Ana \"the\" Great".into(), 1200),
+            TopEntry("Bo".into(), 900),
+        ];
         let cases = [
-            (Some(top.as_slice()), Some(RankScore { rank: 2, score: 900 }), None),
+            (
+                Some(top.as_slice()),
+                Some(RankScore {
+                    rank: 2,
+                    score: 900,
+                }),
+                None,
+            ),
             (None, Some(RankScore { rank: 7, score: 0 }), None),
             (Some(top.as_slice()), None, Some(3)),
             (None, None, None),
@@ -369,7 +426,10 @@ mod tests {
                 you,
                 answered,
             }));
-            assert_eq!(std::str::from_utf8(&ours).unwrap(), std::str::from_utf8(&theirs).unwrap());
+            assert_eq!(
+                std::str::from_utf8(&ours).unwrap(),
+                std::str::from_utf8(&theirs).unwrap()
+            );
         }
     }
 }

@@ -161,17 +161,28 @@ impl QuizActor {
     fn on_request(&mut self, request: EdgeRequest, reply: oneshot::Sender<OwnerReply>) {
         let now = now_ms();
         let answer = match request {
-            EdgeRequest::Join { user, role, nickname, last_seq } => {
-                self.join(&user, role, &nickname, last_seq, now)
-            }
-            EdgeRequest::Answer { player, question, answer_id, answer } => {
+            EdgeRequest::Join {
+                user,
+                role,
+                nickname,
+                last_seq,
+            } => self.join(&user, role, &nickname, last_seq, now),
+            EdgeRequest::Answer {
+                player,
+                question,
+                answer_id,
+                answer,
+            } => {
                 return self.answer(player, question, answer_id, answer, reply, now);
             }
             EdgeRequest::Next { player } => match self.session.next(player, now) {
                 Ok(frame) => OwnerReply::Frame(encode_server(&frame)),
                 Err(r) => reject(r.code, r.message),
             },
-            EdgeRequest::Leave { player } | EdgeRequest::Disconnect { player: Some(player) } => {
+            EdgeRequest::Leave { player }
+            | EdgeRequest::Disconnect {
+                player: Some(player),
+            } => {
                 self.disconnected(player, now);
                 OwnerReply::Done
             }
@@ -179,9 +190,12 @@ impl QuizActor {
                 self.hosts = self.hosts.saturating_sub(1);
                 OwnerReply::Done
             }
-            EdgeRequest::Host { user, command, target, reference } => {
-                self.host(&user, command, target, reference, now)
-            }
+            EdgeRequest::Host {
+                user,
+                command,
+                target,
+                reference,
+            } => self.host(&user, command, target, reference, now),
         };
         let _ = reply.send(answer);
     }
@@ -209,7 +223,10 @@ impl QuizActor {
                     Some(joined.player)
                 }
                 Err(r) => {
-                    self.metrics.joins.with_label_values(&[r.code.as_str()]).inc();
+                    self.metrics
+                        .joins
+                        .with_label_values(&[r.code.as_str()])
+                        .inc();
                     return reject(r.code, r.message);
                 }
             },
@@ -225,12 +242,21 @@ impl QuizActor {
             None => {
                 let welcome = self.session.welcome(player, role, now);
                 let seq = welcome.seq;
-                (seq, vec![encode_server(&ServerMessage::Welcome(Box::new(welcome)))], "welcome")
+                (
+                    seq,
+                    vec![encode_server(&ServerMessage::Welcome(Box::new(welcome)))],
+                    "welcome",
+                )
             }
         };
         self.metrics.joins.with_label_values(&[outcome]).inc();
         let leaderboard_v = self.session.leaderboard_full().version;
-        OwnerReply::Joined { player, seq, leaderboard_v, frames }
+        OwnerReply::Joined {
+            player,
+            seq,
+            leaderboard_v,
+            frames,
+        }
     }
 
     fn disconnected(&mut self, player: PlayerNo, now: Millis) {
@@ -258,12 +284,18 @@ impl QuizActor {
                 message: "too many answers are waiting to be stored; retry".into(),
                 answer_id: Some(answer_id),
             };
-            self.metrics.answers.with_label_values(&["overloaded"]).inc();
+            self.metrics
+                .answers
+                .with_label_values(&["overloaded"])
+                .inc();
             let _ = reply.send(OwnerReply::Error(rejection));
             return;
         }
         let key = (player, answer_id.clone());
-        match self.session.submit(player, question, answer_id.clone(), answer, now) {
+        match self
+            .session
+            .submit(player, question, answer_id.clone(), answer, now)
+        {
             Submit::Accepted(record) => {
                 self.waiters.entry(key).or_default().push(reply);
                 self.journal.append(record);
@@ -274,9 +306,15 @@ impl QuizActor {
                 let _ = reply.send(OwnerReply::Frame(encode_server(&ServerMessage::Ack(ack))));
             }
             Submit::Rejected(r) => {
-                self.metrics.answers.with_label_values(&[r.code.as_str()]).inc();
-                let rejection =
-                    Rejection { code: r.code, message: r.message, answer_id: Some(answer_id) };
+                self.metrics
+                    .answers
+                    .with_label_values(&[r.code.as_str()])
+                    .inc();
+                let rejection = Rejection {
+                    code: r.code,
+                    message: r.message,
+                    answer_id: Some(answer_id),
+                };
                 let _ = reply.send(OwnerReply::Error(rejection));
             }
         }
@@ -302,7 +340,9 @@ impl QuizActor {
 
     /// Starts the next journal batch if none is in flight.
     fn start_write(&mut self) {
-        let Some(batch) = self.journal.take_batch(self.config.limits.max_write_batch, Instant::now())
+        let Some(batch) = self
+            .journal
+            .take_batch(self.config.limits.max_write_batch, Instant::now())
         else {
             return;
         };
@@ -323,7 +363,11 @@ impl QuizActor {
     }
 
     fn on_written(&mut self, written: Written) {
-        let result = if written.answers.as_ref().is_some_and(|a| a.is_ok()) { "ok" } else { "err" };
+        let result = if written.answers.as_ref().is_some_and(|a| a.is_ok()) {
+            "ok"
+        } else {
+            "err"
+        };
         self.metrics
             .store_write_seconds
             .with_label_values(&[result])
@@ -377,7 +421,10 @@ impl QuizActor {
             }
             Some(Appended::Existing(_)) => {
                 self.session.abort(record);
-                self.metrics.answers.with_label_values(&["already_answered"]).inc();
+                self.metrics
+                    .answers
+                    .with_label_values(&["already_answered"])
+                    .inc();
                 OwnerReply::Error(Rejection {
                     code: ErrorCode::AlreadyAnswered,
                     message: "another answer to this question is already recorded".into(),
@@ -386,11 +433,13 @@ impl QuizActor {
             }
             _ => {
                 self.session.abort(record);
-                self.metrics.answers.with_label_values(&["unavailable"]).inc();
+                self.metrics
+                    .answers
+                    .with_label_values(&["unavailable"])
+                    .inc();
                 OwnerReply::Error(Rejection {
                     code: ErrorCode::Unavailable,
-                    message: "the answer could not be stored; retry with the same answer_id"
-                        .into(),
+                    message: "the answer could not be stored; retry with the same answer_id".into(),
                     answer_id: Some(record.answer_id.clone()),
                 })
             }
@@ -408,7 +457,11 @@ impl QuizActor {
                 Effect::SavePlayer(p) => self.journal.save_player(p),
                 Effect::Send { audience, msg } => {
                     let json = encode_server(&msg);
-                    self.broadcast(OwnerEvent::Frame { audience, seq: msg.seq(), json });
+                    self.broadcast(OwnerEvent::Frame {
+                        audience,
+                        seq: msg.seq(),
+                        json,
+                    });
                 }
                 Effect::Leaderboard(update) => self.broadcast(OwnerEvent::Leaderboard(update)),
                 Effect::Kicked(player) => {
@@ -426,13 +479,14 @@ impl QuizActor {
     /// Sends one event to every subscribed edge; an edge that cannot keep up is dropped.
     fn broadcast(&mut self, event: OwnerEvent) {
         let event = Arc::new(event);
-        self.edges.retain(|(edge, tx)| match tx.try_send(event.clone()) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(edge, error = %e, "dropping an edge that cannot keep up");
-                false
-            }
-        });
+        self.edges
+            .retain(|(edge, tx)| match tx.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(edge, error = %e, "dropping an edge that cannot keep up");
+                    false
+                }
+            });
     }
 
     /// Flushes the journal (bounded by the shutdown grace) and tells edges the quiz is gone.
@@ -461,7 +515,9 @@ impl QuizActor {
         }
         for (_, waiters) in self.waiters.drain() {
             for w in waiters {
-                let _ = w.send(OwnerReply::Error(super::unavailable("the quiz is moving; retry")));
+                let _ = w.send(OwnerReply::Error(super::unavailable(
+                    "the quiz is moving; retry",
+                )));
             }
         }
         self.broadcast(OwnerEvent::Gone);
@@ -470,11 +526,19 @@ impl QuizActor {
 }
 
 fn reject(code: ErrorCode, message: String) -> OwnerReply {
-    OwnerReply::Error(Rejection { code, message, answer_id: None })
+    OwnerReply::Error(Rejection {
+        code,
+        message,
+        answer_id: None,
+    })
 }
 
 /// The monotonic instant of a wall-clock time.
 fn instant_at(at: Millis, now: Instant) -> Instant {
     let delta = at - now_ms();
-    if delta <= 0 { now } else { now + Duration::from_millis(delta as u64) }
+    if delta <= 0 {
+        now
+    } else {
+        now + Duration::from_millis(delta as u64)
+    }
 }

@@ -97,7 +97,8 @@ impl Journal {
 
     /// When a failed write may be tried again.
     pub(super) fn retry_at(&self) -> Option<Instant> {
-        self.retry_at.filter(|_| !self.in_flight && !self.is_empty())
+        self.retry_at
+            .filter(|_| !self.in_flight && !self.is_empty())
     }
 
     /// The next batch, if nothing is in flight, there is work, and no backoff is pending.

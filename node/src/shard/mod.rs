@@ -30,9 +30,18 @@ pub(crate) use actor::EdgeId;
 
 /// What an actor is asked to do.
 pub(crate) enum Command {
-    Request { request: EdgeRequest, reply: oneshot::Sender<OwnerReply> },
-    Subscribe { edge: EdgeId, events: mpsc::Sender<Arc<OwnerEvent>>, done: oneshot::Sender<()> },
-    Unsubscribe { edge: EdgeId },
+    Request {
+        request: EdgeRequest,
+        reply: oneshot::Sender<OwnerReply>,
+    },
+    Subscribe {
+        edge: EdgeId,
+        events: mpsc::Sender<Arc<OwnerEvent>>,
+        done: oneshot::Sender<()>,
+    },
+    Unsubscribe {
+        edge: EdgeId,
+    },
 }
 
 type Slot = Arc<OnceCell<mpsc::Sender<Command>>>;
@@ -68,7 +77,9 @@ impl Shard {
             tracker,
             shutdown,
         };
-        Shard { inner: Arc::new(inner) }
+        Shard {
+            inner: Arc::new(inner),
+        }
     }
 
     /// Sends a request to a quiz's actor (loading the quiz if needed) and waits for the reply.
@@ -92,8 +103,10 @@ impl Shard {
         events: mpsc::Sender<Arc<OwnerEvent>>,
     ) -> Result<(), Rejection> {
         let (done, rx) = oneshot::channel();
-        self.send(quiz, Command::Subscribe { edge, events, done }).await?;
-        rx.await.map_err(|_| unavailable("the quiz stopped before the subscription"))
+        self.send(quiz, Command::Subscribe { edge, events, done })
+            .await?;
+        rx.await
+            .map_err(|_| unavailable("the quiz stopped before the subscription"))
     }
 
     pub(crate) async fn unsubscribe(&self, quiz: &QuizId, edge: EdgeId) {
@@ -108,9 +121,12 @@ impl Shard {
     async fn send(&self, quiz: &QuizId, mut command: Command) -> Result<(), Rejection> {
         for _ in 0..2 {
             let slot = self.slot(quiz);
-            let tx = slot.get_or_try_init(|| self.load(quiz)).await.inspect_err(|_| {
-                self.forget(quiz, &slot);
-            })?;
+            let tx = slot
+                .get_or_try_init(|| self.load(quiz))
+                .await
+                .inspect_err(|_| {
+                    self.forget(quiz, &slot);
+                })?;
             match tx.send(command).await {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::SendError(back)) => {
@@ -128,7 +144,9 @@ impl Shard {
     }
 
     fn loaded(&self, quiz: &QuizId) -> Option<mpsc::Sender<Command>> {
-        lock(&self.inner.quizzes).get(quiz).and_then(|s| s.get().cloned())
+        lock(&self.inner.quizzes)
+            .get(quiz)
+            .and_then(|s| s.get().cloned())
     }
 
     /// Removes a quiz's slot if it is still `slot` (a newer load may have replaced it).
@@ -174,7 +192,11 @@ impl Shard {
                 .await
                 .map_err(|e| store_rejection("loading answers", &e))?;
             tracing::info!(%quiz, players = players.len(), answers = answers.len(), "restoring quiz");
-            let saved = SavedQuiz { progress: record.progress.clone(), players, answers };
+            let saved = SavedQuiz {
+                progress: record.progress.clone(),
+                players,
+                answers,
+            };
             Session::restore(spec, engine, saved)
         };
         let (tx, rx) = mpsc::channel(self.inner.config.limits.quiz_queue_requests);
@@ -208,7 +230,11 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 pub(crate) fn unavailable(message: &str) -> Rejection {
-    Rejection { code: ErrorCode::Unavailable, message: message.into(), answer_id: None }
+    Rejection {
+        code: ErrorCode::Unavailable,
+        message: message.into(),
+        answer_id: None,
+    }
 }
 
 fn store_rejection(what: &str, e: &quiz_store::StoreError) -> Rejection {
