@@ -162,6 +162,13 @@ impl Leaderboard {
         self.version
     }
 
+    /// Moves the version counter up to at least `base`. A rebuilt owner counts from a base
+    /// above anything its predecessor reached, so that phones, which ignore versions that go
+    /// backwards, accept its frames.
+    pub fn start_versions_at(&mut self, base: u64) {
+        self.version = self.version.max(base);
+    }
+
     /// Players on the board.
     pub fn players(&self) -> u32 {
         self.entries.len() as u32

@@ -132,3 +132,97 @@ async fn a_phone_away_too_long_for_the_replay_buffer_gets_a_snapshot() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaderboard_versions_keep_rising_after_a_quiz_is_reloaded() {
+    use quiz_client::RawSocket;
+    use quiz_protocol::client::ClientMessage;
+    within(async {
+        // Quizzes with nobody connected unload after a second; the next phone reloads them.
+        let sys = System::start_with(quiz_local::LocalOptions {
+            node_config: |c| c.limits.idle_quiz_linger_s = 1,
+            ..quiz_local::LocalOptions::for_test()
+        })
+        .await;
+        let quiz = sys.quiz(QuizSettings::default()).await;
+        let router = sys.router_as("ana", Role::Player).await;
+        let ticket = router.join(&quiz, "Ana", None).await.unwrap();
+        let url = &ticket.ws_urls[0];
+        let mut first = RawSocket::connect(url, Some(&ticket.session_token))
+            .await
+            .unwrap();
+        first
+            .send(&ClientMessage::Join { last_seq: None })
+            .await
+            .unwrap();
+        let (seq, mut v) = match first.recv_message().await.unwrap() {
+            ServerMessage::Welcome(w) => (w.seq, w.leaderboard.v),
+            other => panic!("{other:?}"),
+        };
+        // Others join one by one; each join is a new leaderboard version.
+        let mut others = Vec::new();
+        for i in 0..3 {
+            let name = format!("other-{i}");
+            let t = sys
+                .router_as(&name, Role::Player)
+                .await
+                .join(&quiz, &name, None)
+                .await
+                .unwrap();
+            let mut s = RawSocket::connect(url, Some(&t.session_token))
+                .await
+                .unwrap();
+            s.send(&ClientMessage::Join { last_seq: None })
+                .await
+                .unwrap();
+            others.push(s);
+            loop {
+                if let ServerMessage::Leaderboard(lb) = first.recv_message().await.unwrap()
+                    && lb.players == i + 2
+                {
+                    v = lb.v;
+                    break;
+                }
+            }
+        }
+        for mut s in others {
+            s.close(1000, "bye").await.unwrap();
+        }
+        first.close(1000, "bye").await.unwrap();
+        let _ = first.closed().await;
+        // Wait for the quiz to unload, then come back: the quiz is loaded again.
+        loop {
+            let metrics = sys.node_metrics().await;
+            if metrics.lines().any(|l| l == "quiz_node_quizzes 0") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let mut again = RawSocket::connect(url, Some(&ticket.session_token))
+            .await
+            .unwrap();
+        again
+            .send(&ClientMessage::Join {
+                last_seq: Some(seq),
+            })
+            .await
+            .unwrap();
+        assert!(matches!(
+            again.recv_message().await.unwrap(),
+            ServerMessage::Resumed(_)
+        ));
+        let newer = loop {
+            if let ServerMessage::Leaderboard(lb) = again.recv_message().await.unwrap() {
+                break lb;
+            }
+        };
+        assert!(
+            newer.v > v,
+            "a reloaded quiz's leaderboard version {} must be above {v}",
+            newer.v
+        );
+        assert_eq!(newer.you.map(|y| y.rank), Some(1));
+        sys.local.shutdown().await;
+    })
+    .await;
+}

@@ -365,6 +365,13 @@ impl Session {
         &self.board
     }
 
+    /// After [`Session::restore`]: leaderboard versions continue from at least `base`. The
+    /// shell passes the wall clock in ms: versions grow by at most one per push interval, so
+    /// the clock is always ahead of any version an earlier incarnation reached.
+    pub fn start_leaderboard_versions_at(&mut self, base: u64) {
+        self.board.start_versions_at(base);
+    }
+
     /// Adds a player, or finds the one this user already is.
     ///
     /// A join comes over a connection, so the player counts as connected until

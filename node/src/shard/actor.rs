@@ -128,19 +128,24 @@ impl QuizActor {
         if let Some(at) = self.journal.retry_at() {
             wake = wake.min(at);
         }
-        wake
+        wake.min(self.retire_at())
+    }
+
+    /// When the quiz may be unloaded, if nothing happens before then.
+    fn retire_at(&self) -> Instant {
+        let limits = &self.config.limits;
+        match self.ended_at {
+            Some(ended) => ended + Duration::from_secs(limits.ended_linger_s),
+            None => self.last_activity + Duration::from_secs(limits.idle_quiz_linger_s),
+        }
     }
 
     fn should_retire(&self) -> bool {
         if self.journal.in_flight() || !self.journal.is_empty() || !self.waiters.is_empty() {
             return false;
         }
-        let limits = &self.config.limits;
-        if let Some(ended) = self.ended_at {
-            return ended.elapsed() >= Duration::from_secs(limits.ended_linger_s);
-        }
-        let idle = self.hosts == 0 && self.connections.is_empty();
-        idle && self.last_activity.elapsed() >= Duration::from_secs(limits.idle_quiz_linger_s)
+        let idle = self.ended_at.is_some() || (self.hosts == 0 && self.connections.is_empty());
+        idle && Instant::now() >= self.retire_at()
     }
 
     fn on_command(&mut self, command: Command) {
@@ -232,25 +237,23 @@ impl QuizActor {
             },
         };
         let replay = last_seq.and_then(|seq| self.session.replay(seq, player, role, now));
-        let (seq, frames, outcome) = match replay {
+        // A welcome carries the leaderboard at the current version; a replay carries none
+        // (version 0), so the edge sends the phone a fresh one.
+        let (seq, leaderboard_v, frames, outcome) = match replay {
             Some((resumed, events)) => {
                 let seq = resumed.to_seq;
                 let mut frames = vec![encode_server(&ServerMessage::Resumed(resumed))];
                 frames.extend(events.iter().map(encode_server));
-                (seq, frames, "resumed")
+                (seq, 0, frames, "resumed")
             }
             None => {
                 let welcome = self.session.welcome(player, role, now);
-                let seq = welcome.seq;
-                (
-                    seq,
-                    vec![encode_server(&ServerMessage::Welcome(Box::new(welcome)))],
-                    "welcome",
-                )
+                let (seq, v) = (welcome.seq, welcome.leaderboard.v);
+                let frame = encode_server(&ServerMessage::Welcome(Box::new(welcome)));
+                (seq, v, vec![frame], "welcome")
             }
         };
         self.metrics.joins.with_label_values(&[outcome]).inc();
-        let leaderboard_v = self.session.leaderboard_full().version;
         OwnerReply::Joined {
             player,
             seq,

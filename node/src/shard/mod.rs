@@ -197,7 +197,9 @@ impl Shard {
                 players,
                 answers,
             };
-            Session::restore(spec, engine, saved)
+            let mut session = Session::restore(spec, engine, saved);
+            session.start_leaderboard_versions_at(now_ms() as u64);
+            session
         };
         let (tx, rx) = mpsc::channel(self.inner.config.limits.quiz_queue_requests);
         let actor = actor::QuizActor::new(
