@@ -1,1 +1,1 @@
-//! quiz-bench
+//! The capacity planner's load tool; see `bench/README.md`. Not built yet.

@@ -1,1 +1,1 @@
-//! quiz-chaos
+//! Fault scenarios against a multi-process cluster; see `chaos/README.md`. Not built yet.

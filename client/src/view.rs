@@ -163,6 +163,7 @@ impl QuizView {
             }
             ServerMessage::Leaderboard(lb) => self.apply_leaderboard(lb),
             ServerMessage::HostOk(ok) => self.phase = ok.phase,
+            ServerMessage::Pong(_) => {}
             ServerMessage::Error(_) => {}
         }
     }
@@ -230,6 +231,7 @@ mod tests {
 
     fn welcome() -> ServerMessage {
         ServerMessage::Welcome(Box::new(Welcome {
+            protocol: 1,
             seq: 1,
             quiz: QuizInfo {
                 id: "K7M3QX".into(),
@@ -237,6 +239,7 @@ mod tests {
                 mode: Mode::Live,
                 scoring: Scoring::Speed,
                 question_count: 3,
+                auto_advance: None,
             },
             you: You {
                 role: Role::Player,
@@ -245,6 +248,7 @@ mod tests {
                 rank: 0,
             },
             phase: Phase::Lobby,
+            ends_in_ms: None,
             question: None,
             answered: None,
             reveal: None,

@@ -96,7 +96,6 @@ impl LocalSystem {
                 )
             }
         };
-        prepare_sqlite_dir(&database_url)?;
         let store = StoreConfig {
             database_url: database_url.clone(),
             pool_size: 8,
@@ -223,20 +222,6 @@ pub fn parse_set(json: &str) -> anyhow::Result<QuestionSet> {
         let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         anyhow::anyhow!("invalid question set:\n  {}", lines.join("\n  "))
     })
-}
-
-/// Creates the directory of a `sqlite://` database file, so a fresh clone needs no set-up.
-pub fn prepare_sqlite_dir(database_url: &str) -> anyhow::Result<()> {
-    if let Some(path) = database_url.strip_prefix("sqlite://") {
-        let path = path.split('?').next().unwrap_or(path);
-        if let Some(dir) = Path::new(path)
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-    }
-    Ok(())
 }
 
 /// A directory removed on drop.

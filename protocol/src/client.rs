@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::AnswerId;
 use crate::question::{Answer, Level, MAX_TYPED_ANSWER_CHARS, QuestionKind};
-use crate::quiz::{HostCommand, Mode, Phase, Scoring};
+use crate::quiz::{AutoAdvance, HostCommand, Mode, Phase, Scoring};
 use crate::{DecodeError, ErrorCode};
 
 /// The client protocol version this crate speaks.
@@ -34,14 +34,21 @@ pub enum ClientMessage {
         #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<String>,
     },
-    /// Leave the quiz for good (a dropped connection is not leaving).
+    /// Leave the quiz: the server closes the connection (1000). Your place and score stay on
+    /// the leaderboard, as after a dropped connection, and you may join again.
     Leave,
+    /// An application-level heartbeat for clients that cannot see WebSocket pings; answered
+    /// with `pong` (echoing `ref`).
+    Ping {
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+    },
     /// Host controls; refused with `not_host` for players.
     Host(HostFrame),
 }
 
 /// The `type` values [`ClientMessage`] knows, for telling "unknown type" from "bad fields".
-const CLIENT_TYPES: &[&str] = &["join", "answer", "next", "leave", "host"];
+const CLIENT_TYPES: &[&str] = &["join", "answer", "next", "leave", "host", "ping"];
 
 /// An answer to question `question` (0-based index). Exactly one of the answer fields is set,
 /// the one that fits the question's kind.
@@ -176,6 +183,7 @@ pub fn decode_client(frame: &[u8], max: usize) -> Result<ClientMessage, DecodeEr
     let reference = match &msg {
         ClientMessage::Next { reference } => reference.as_deref(),
         ClientMessage::Host(h) => h.reference.as_deref(),
+        ClientMessage::Ping { reference } => reference.as_deref(),
         _ => None,
     };
     if reference.is_some_and(|r| r.len() > MAX_REF_LEN) {
@@ -216,6 +224,8 @@ pub enum ServerMessage {
     Ack(Ack),
     Leaderboard(LeaderboardFrame),
     HostOk(HostOk),
+    /// The answer to a `ping`.
+    Pong(Pong),
     Error(ErrorFrame),
 }
 
@@ -253,6 +263,10 @@ pub struct QuizInfo {
     pub mode: Mode,
     pub scoring: Scoring,
     pub question_count: u32,
+    /// Live quizzes that pace themselves: how long after a close the reveal comes, and how
+    /// long after a reveal the next question opens. Absent when the host drives every step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_advance: Option<AutoAdvance>,
 }
 
 /// Who you are in this quiz.
@@ -263,17 +277,22 @@ pub struct You {
     /// Empty for a host.
     pub nickname: String,
     pub score: u32,
-    /// 1-based; 0 for a host or before anyone has a score.
+    /// 1-based (players are ranked from the moment they join); 0 for a host.
     pub rank: u32,
 }
 
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub struct Welcome {
+    /// The client protocol version the server speaks ([`PROTOCOL_VERSION`]).
+    pub protocol: u32,
     /// The quiz's sequence number now; resume from it.
     pub seq: u64,
     pub quiz: QuizInfo,
     pub you: You,
     pub phase: Phase,
+    /// Self-paced, once started: time left until the quiz ends for everyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_in_ms: Option<u64>,
     /// The open (or paused or closed) question, if any; for self-paced, your current one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub question: Option<QuestionFrame>,
@@ -464,6 +483,12 @@ pub struct HostOk {
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Pong {
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct ErrorFrame {
     pub code: ErrorCode,
     pub message: String,
@@ -499,7 +524,7 @@ pub mod close {
     pub const UNSUPPORTED_DATA: u16 = 1003;
     /// A text frame that is not UTF-8.
     pub const INVALID_PAYLOAD: u16 = 1007;
-    /// Too many bad frames, or a frame before `join` that is not `join`.
+    /// Too many bad frames, or no `join` within the join timeout.
     pub const POLICY: u16 = 1008;
     /// A frame over the size limit.
     pub const TOO_BIG: u16 = 1009;
@@ -580,6 +605,8 @@ mod tests {
             r#"{"type":"host","command":"kick","player":"Bo"}"#,
             r#"{"type":"host","command":"next","ref":"h2"}"#,
             r#"{"type":"next","ref":"n1"}"#,
+            r#"{"type":"ping"}"#,
+            r#"{"type":"ping","ref":"p1"}"#,
         ];
         for e in examples {
             let m = decode_client(e.as_bytes(), MAX).unwrap_or_else(|err| panic!("{e}: {err}"));

@@ -113,8 +113,9 @@ pub enum OwnerEvent {
     Leaderboard(LeaderboardUpdate),
     /// The host removed this player: close their connections with 4003.
     Kicked { player: PlayerNo },
-    /// The owner no longer serves this quiz here (ended and unloaded, or moved).
-    Gone,
+    /// The owner no longer serves this quiz: it ended and was unloaded (`ended`), or it is
+    /// moving or stopping (phones should reconnect).
+    Gone { ended: bool },
 }
 
 /// One player's standing, as leaderboard deltas carry it.

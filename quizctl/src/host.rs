@@ -116,10 +116,21 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    if let Ok(standings) = router.standings(&quiz, Some(10)).await {
-        println!("Final standings:");
-        for s in standings.standings {
-            println!("  {}. {} {}", s.rank, s.nickname, s.score);
+    // The end reaches the store just behind the `ended` frame; ask again briefly if early.
+    let tries = if view.ended.is_some() { 20 } else { 0 };
+    for _ in 0..tries {
+        match router.standings(&quiz, Some(10)).await {
+            Ok(standings) => {
+                println!("Final standings:");
+                for s in standings.standings {
+                    println!("  {}. {} {}", s.rank, s.nickname, s.score);
+                }
+                break;
+            }
+            Err(e) if e.code() == Some(quiz_protocol::ErrorCode::Conflict) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(_) => break,
         }
     }
     conn.close().await;
@@ -179,7 +190,10 @@ fn print_event(event: &Event, view: &QuizView, players_seen: &mut u32) -> bool {
             return false;
         }
         ServerMessage::Error(e) => println!("! {} ({})", e.message, e.code),
-        ServerMessage::HostOk(_) | ServerMessage::Ack(_) | ServerMessage::Resumed(_) => {}
+        ServerMessage::HostOk(_)
+        | ServerMessage::Ack(_)
+        | ServerMessage::Resumed(_)
+        | ServerMessage::Pong(_) => {}
     }
     true
 }

@@ -141,7 +141,7 @@ fn on_event(
             return false;
         }
         ServerMessage::Error(e) => println!("! {} ({})", e.message, e.code),
-        ServerMessage::Resumed(_) | ServerMessage::HostOk(_) => {}
+        ServerMessage::Resumed(_) | ServerMessage::HostOk(_) | ServerMessage::Pong(_) => {}
     }
     true
 }

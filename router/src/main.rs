@@ -47,7 +47,6 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     };
     // Before opening anything or binding any port.
     config.validate()?;
-    ensure_sqlite_dir(&config.store.database_url)?;
     let stores = Stores::open(&config.store)
         .await
         .with_context(|| format!("opening the store at {}", config.store.database_url))?;
@@ -66,20 +65,6 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         );
     }
     tracing::info!("stopped");
-    Ok(())
-}
-
-/// The default database (`sqlite://.local/quiz.db`) should work on a fresh checkout: SQLite
-/// creates the file but not its folder.
-fn ensure_sqlite_dir(url: &str) -> anyhow::Result<()> {
-    let Some(path) = url.strip_prefix("sqlite://") else {
-        return Ok(());
-    };
-    let path = std::path::Path::new(path.split('?').next().unwrap_or(path));
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the database folder {}", dir.display()))?;
-    }
     Ok(())
 }
 

@@ -299,6 +299,9 @@ async fn open_postgres(url: &str, pool_size: u32) -> Result<AnyPool, StoreError>
 /// block the writer; the setting is stored in the file, so every process gets it).
 async fn open_sqlite(url: &str, pool_size: u32) -> Result<AnyPool, StoreError> {
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    if !in_memory {
+        create_parent_dir(url)?;
+    }
     let url = match (in_memory || url.contains("mode="), url.contains('?')) {
         (true, _) => url.to_owned(),
         (false, true) => format!("{url}&mode=rwc"),
@@ -462,6 +465,21 @@ fn parse_phase(name: &str) -> Result<Phase, StoreError> {
         "ended" => Phase::Ended,
         other => return Err(corrupt("phase", format_args!("unknown phase {other:?}"))),
     })
+}
+
+/// SQLite creates a missing database file but not its folder; a fresh checkout's default
+/// (`sqlite://.local/quiz.db`) should just work.
+fn create_parent_dir(url: &str) -> Result<(), StoreError> {
+    let Some(path) = url.strip_prefix("sqlite://") else {
+        return Ok(());
+    };
+    let path = std::path::Path::new(path.split('?').next().unwrap_or(path));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create the folder {}: {e}", dir.display()))
+        })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -387,6 +387,7 @@ fn you() -> You {
 
 fn welcome(seq: u64) -> ServerMessage {
     ServerMessage::Welcome(Box::new(Welcome {
+        protocol: quiz_protocol::client::PROTOCOL_VERSION,
         seq,
         quiz: QuizInfo {
             id: quiz_id().to_string(),
@@ -394,9 +395,11 @@ fn welcome(seq: u64) -> ServerMessage {
             mode: Mode::Live,
             scoring: Scoring::Speed,
             question_count: 5,
+            auto_advance: None,
         },
         you: you(),
         phase: Phase::Lobby,
+        ends_in_ms: None,
         question: None,
         answered: None,
         reveal: None,
@@ -602,6 +605,11 @@ fn on_text(inner: &Mutex<Inner>, conn: u64, payload: &[u8]) -> Vec<Reply> {
     };
     let send = |m: &ServerMessage| Reply::Send(encode_server(m));
     match msg {
+        ClientMessage::Ping { reference } => {
+            vec![send(&ServerMessage::Pong(quiz_protocol::client::Pong {
+                reference,
+            }))]
+        }
         ClientMessage::Join { last_seq } => {
             i.joins.push(last_seq);
             if let Some((code, close)) = i.join_refusals.pop_front() {

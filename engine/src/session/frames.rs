@@ -7,8 +7,8 @@
 //! a reveal.
 
 use quiz_protocol::client::{
-    Ack, Closed, Ended, LeaderboardFrame, Paused, QuestionFrame, QuizInfo, Resumed, Reveal, Role,
-    ServerMessage, Started, Unpaused, Welcome, You,
+    Ack, Closed, Ended, LeaderboardFrame, PROTOCOL_VERSION, Paused, QuestionFrame, QuizInfo,
+    Resumed, Reveal, Role, ServerMessage, Started, Unpaused, Welcome, You,
 };
 use quiz_protocol::{Phase, PlayerNo, QuestionBody};
 
@@ -37,7 +37,12 @@ impl Session {
     /// The full state for a phone (`player` is `None` for a host).
     pub fn welcome(&self, player: Option<PlayerNo>, role: Role, now: Millis) -> Welcome {
         let player = player.filter(|_| role == Role::Player);
+        let window_left = match self.progress.phase {
+            Phase::InProgress => self.window_end().map(|end| (end - now).max(0) as u64),
+            _ => None,
+        };
         let mut welcome = Welcome {
+            protocol: PROTOCOL_VERSION,
             seq: self.progress.seq,
             quiz: QuizInfo {
                 id: self.spec.id.to_string(),
@@ -45,9 +50,11 @@ impl Session {
                 mode: self.spec.settings.mode,
                 scoring: self.spec.settings.scoring,
                 question_count: self.question_count(),
+                auto_advance: self.spec.settings.auto_advance,
             },
             you: self.you(player, role),
             phase: self.progress.phase,
+            ends_in_ms: window_left,
             question: None,
             answered: None,
             reveal: None,
@@ -105,6 +112,11 @@ impl Session {
     ) -> Option<(Resumed, Vec<ServerMessage>)> {
         let seq = self.progress.seq;
         if last_seq > seq {
+            return None;
+        }
+        // A self-paced player's own questions and reveals are not quiz-wide events, so a
+        // replay would miss them: such a player always gets a welcome, which holds them.
+        if !self.is_live() && role == Role::Player {
             return None;
         }
         let resumed = Resumed {

@@ -226,7 +226,7 @@ fn reason(code: u16) -> &'static str {
         close::GOING_AWAY => "node shutting down; reconnect",
         close::UNSUPPORTED_DATA => "text frames only",
         close::INVALID_PAYLOAD => "invalid UTF-8",
-        close::POLICY => "too many bad frames",
+        close::POLICY => "too many bad frames, or no join in time",
         close::TOO_BIG => "frame too large",
         close::KICKED => "removed by the host",
         close::QUIZ_GONE => "no such quiz",
@@ -394,6 +394,9 @@ impl Reader {
         };
         match message {
             ClientMessage::Join { last_seq } => self.join(last_seq).await,
+            ClientMessage::Ping { .. } if self.joined.is_none() => {
+                self.bad_frame(ErrorCode::NotJoined, "send `join` first", None)
+            }
             _ if self.joined.is_none() => {
                 self.bad_frame(ErrorCode::NotJoined, "send `join` first", None)
             }
@@ -401,6 +404,11 @@ impl Reader {
             ClientMessage::Host(frame) => self.host(frame),
             ClientMessage::Next { reference } => self.next(reference),
             ClientMessage::Leave => self.leave().await,
+            ClientMessage::Ping { reference } => {
+                let pong = ServerMessage::Pong(quiz_protocol::client::Pong { reference });
+                self.conn.push(encode_server(&pong).into());
+                true
+            }
         }
     }
 

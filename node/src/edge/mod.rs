@@ -146,11 +146,17 @@ impl IntoResponse for Refused {
                 ErrorCode::Unavailable,
                 "this node is full; try another",
             ),
-            Refused::PerIp => http_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                ErrorCode::RateLimited,
-                "too many connections from this address",
-            ),
+            Refused::PerIp => {
+                let mut response = http_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorCode::RateLimited,
+                    "too many connections from this address",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+                response
+            }
         }
     }
 }

@@ -164,8 +164,8 @@ impl Room {
                 Some(c) = control.recv() => self.on_control(c),
                 event = events.recv() => match event {
                     Some(e) => {
-                        if !self.on_event(&e) {
-                            break close::INTERNAL;
+                        if let Err(code) = self.on_event(&e) {
+                            break code;
                         }
                     }
                     // The owner dropped this edge (too slow) or the quiz moved: phones resume.
@@ -253,8 +253,8 @@ impl Room {
         }
     }
 
-    /// Handles one event from the owner; false when the room must close.
-    fn on_event(&mut self, event: &Arc<OwnerEvent>) -> bool {
+    /// Handles one event from the owner; `Err(code)` when the room must close its phones.
+    fn on_event(&mut self, event: &Arc<OwnerEvent>) -> Result<(), u16> {
         for m in self.members.values_mut() {
             if let Some(held) = m.pending.as_mut() {
                 if held.len() >= self.edge.config.limits.send_queue_frames {
@@ -281,7 +281,7 @@ impl Room {
                 let before = self.replica.top().to_vec();
                 if let Err(gap) = self.replica.apply(update) {
                     tracing::error!(%gap, "leaderboard replica out of step; resyncing phones");
-                    return false;
+                    return Err(close::INTERNAL);
                 }
                 let top_changed = self.replica.top() != before.as_slice();
                 let ids: Vec<u64> = self.members.keys().copied().collect();
@@ -300,10 +300,12 @@ impl Room {
                     }
                 }
             }
-            OwnerEvent::Gone => return false,
+            // An ended quiz that was unloaded is over for good; otherwise phones reconnect.
+            OwnerEvent::Gone { ended: true } => return Err(close::NORMAL),
+            OwnerEvent::Gone { ended: false } => return Err(close::GOING_AWAY),
         }
         self.members.retain(|_, m| !m.conn.is_closed());
-        true
+        Ok(())
     }
 
     /// Sends a rendered frame to one live member, if it is for them and new to them.

@@ -523,7 +523,8 @@ impl QuizActor {
                 )));
             }
         }
-        self.broadcast(OwnerEvent::Gone);
+        let ended = self.ended_at.is_some() && !self.fenced;
+        self.broadcast(OwnerEvent::Gone { ended });
         tracing::info!("quiz unloaded");
     }
 }

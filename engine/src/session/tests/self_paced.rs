@@ -239,3 +239,20 @@ fn hosts_can_kick_and_end_a_self_paced_quiz() {
     assert_eq!(next_frame(&mut quiz, ana), Err(ErrorCode::Kicked));
     assert_eq!(quiz.host(HostCommand::End), Ok(Phase::Ended));
 }
+
+#[test]
+fn a_reconnecting_self_paced_player_gets_a_welcome_that_holds_their_own_question() {
+    let mut quiz = quiz();
+    let ana = quiz.join("Ana");
+    quiz.host(HostCommand::Start).unwrap();
+    let frame = next_frame(&mut quiz, ana).unwrap();
+    let seq = quiz.s.progress().seq;
+    // Their question was theirs alone (no seq): a replay could not bring it back.
+    assert_eq!(quiz.s.replay(seq, Some(ana), Role::Player, quiz.now), None);
+    let welcome = quiz.welcome(ana);
+    assert_eq!(welcome.question.map(|q| q.index), Some(frame.index));
+    let left = welcome.ends_in_ms.expect("the window's time left");
+    assert!(left > 0 && left <= u64::from(self_paced().self_paced_window_s) * 1000);
+    // Hosts still resume by replay.
+    assert!(quiz.s.replay(seq, None, Role::Host, quiz.now).is_some());
+}

@@ -1,0 +1,233 @@
+//! What phones see around the edges of a quiz's life: heartbeats, kicks, the end, a node
+//! shutting down, retries of one answer from several connections, and the answer rate limit.
+
+mod support;
+
+use quiz_client::RawSocket;
+use quiz_protocol::client::{ClientMessage, Pong, Role, ServerMessage, close};
+use quiz_protocol::{Answer, AnswerId, ErrorCode, HostCommand, QuizSettings};
+use support::*;
+
+async fn joined(url: &str, ticket: &quiz_client::JoinTicket) -> RawSocket {
+    let mut s = RawSocket::connect(url, Some(&ticket.session_token))
+        .await
+        .unwrap();
+    s.send(&ClientMessage::Join { last_seq: None })
+        .await
+        .unwrap();
+    loop {
+        if let ServerMessage::Welcome(_) = s.recv_message().await.unwrap() {
+            return s;
+        }
+    }
+}
+
+/// The next frame that is not a leaderboard.
+async fn next_event(s: &mut RawSocket) -> ServerMessage {
+    loop {
+        match s.recv_message().await.unwrap() {
+            ServerMessage::Leaderboard(_) => continue,
+            other => return other,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_gets_pong() {
+    within(async {
+        let sys = System::start().await;
+        let quiz = sys.quiz(QuizSettings::default()).await;
+        let ticket = sys
+            .router_as("ana", Role::Player)
+            .await
+            .join(&quiz, "Ana", None)
+            .await
+            .unwrap();
+        let mut s = joined(&ticket.ws_urls[0], &ticket).await;
+        s.send(&ClientMessage::Ping {
+            reference: Some("hb-1".into()),
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            next_event(&mut s).await,
+            ServerMessage::Pong(Pong {
+                reference: Some("hb-1".into())
+            })
+        );
+        sys.local.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kicked_player_is_closed_taken_off_the_board_and_kept_out() {
+    within(async {
+        let sys = System::start().await;
+        let quiz = sys.quiz(QuizSettings::default()).await;
+        let host = Phone::join(&sys, &quiz, "host", "", Role::Host, None).await;
+        let router = sys.router_as("troll", Role::Player).await;
+        let ticket = router.join(&quiz, "Troll", None).await.unwrap();
+        let mut troll = joined(&ticket.ws_urls[0], &ticket).await;
+        let _ana = Phone::join(&sys, &quiz, "ana", "Ana", Role::Player, None).await;
+        host.until("two players", |l| (l.view.players == 2).then_some(())).await;
+
+        host.conn.host(HostCommand::Kick, Some("troll")).await.expect("kick by nickname, any case");
+        assert_eq!(troll.closed().await, Some(close::KICKED));
+        let view = host.until("the board without them", |l| (l.view.players == 1).then(|| l.view.clone())).await;
+        assert!(view.top.iter().all(|e| e.0 != "Troll"));
+        // Kicking twice is harmless; kicking a stranger is an error.
+        host.conn.host(HostCommand::Kick, Some("Troll")).await.unwrap();
+        let err = host.conn.host(HostCommand::Kick, Some("Nobody")).await.unwrap_err();
+        assert!(matches!(err, quiz_client::RequestError::Rejected(e) if e.code == ErrorCode::UnknownPlayer));
+        // They cannot come back on this quiz.
+        let ticket = router.join(&quiz, "Troll", None).await.unwrap();
+        let mut again = RawSocket::connect(&ticket.ws_urls[0], Some(&ticket.session_token)).await.unwrap();
+        again.send(&ClientMessage::Join { last_seq: None }).await.unwrap();
+        match next_event(&mut again).await {
+            ServerMessage::Error(e) => assert_eq!(e.code, ErrorCode::Kicked),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(again.closed().await, Some(close::KICKED));
+        sys.local.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_end_phones_are_closed_normally_once_the_quiz_unloads() {
+    within(async {
+        let sys = System::start_with(quiz_local::LocalOptions {
+            node_config: |c| c.limits.ended_linger_s = 1,
+            ..quiz_local::LocalOptions::for_test()
+        })
+        .await;
+        let quiz = sys.quiz(QuizSettings::default()).await;
+        let ticket = sys
+            .router_as("ana", Role::Player)
+            .await
+            .join(&quiz, "Ana", None)
+            .await
+            .unwrap();
+        let mut phone = joined(&ticket.ws_urls[0], &ticket).await;
+        let host = Phone::join(&sys, &quiz, "host", "", Role::Host, None).await;
+        host.conn.host(HostCommand::End, None).await.unwrap();
+        assert!(matches!(
+            next_event(&mut phone).await,
+            ServerMessage::Ended(_)
+        ));
+        assert_eq!(
+            phone.closed().await,
+            Some(close::NORMAL),
+            "over for good: no reconnect"
+        );
+        sys.local.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_shutting_down_tells_phones_to_go_elsewhere() {
+    within(async {
+        let sys = System::start().await;
+        let quiz = sys.quiz(QuizSettings::default()).await;
+        let ticket = sys
+            .router_as("ana", Role::Player)
+            .await
+            .join(&quiz, "Ana", None)
+            .await
+            .unwrap();
+        let mut phone = joined(&ticket.ws_urls[0], &ticket).await;
+        let stopping = tokio::spawn(sys.local.shutdown());
+        assert_eq!(phone.closed().await, Some(close::GOING_AWAY));
+        stopping.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_answer_sent_five_times_over_two_connections_counts_once() {
+    within(async {
+        let sys = System::start().await;
+        let quiz = sys
+            .quiz(QuizSettings {
+                close_when_all_answered: false,
+                ..QuizSettings::default()
+            })
+            .await;
+        let host = Phone::join(&sys, &quiz, "host", "", Role::Host, None).await;
+        let a = Phone::join(&sys, &quiz, "ana", "Ana", Role::Player, None).await;
+        let b = Phone::join(&sys, &quiz, "ana", "Ana", Role::Player, None).await;
+        host.conn.host(HostCommand::Start, None).await.unwrap();
+        a.until("question 0", |l| l.view.question.clone()).await;
+        b.until("question 0", |l| l.view.question.clone()).await;
+        let id = AnswerId::parse("ana-q0").unwrap();
+        let sends = (0..5).map(|i| {
+            let conn = if i % 2 == 0 {
+                a.conn.clone()
+            } else {
+                b.conn.clone()
+            };
+            let id = id.clone();
+            tokio::spawn(async move { conn.answer_with_id(0, id, Answer::Choice(1)).await })
+        });
+        let mut acks = Vec::new();
+        for s in sends {
+            acks.push(s.await.unwrap().expect("every copy is acknowledged"));
+        }
+        assert!(
+            acks.windows(2).all(|w| w[0] == w[1]),
+            "the same ack every time: {acks:?}"
+        );
+        let answers = sys.local.stores.answers.answers(&quiz).await.unwrap();
+        assert_eq!(answers.len(), 1);
+        let view = a
+            .until("the score", |l| (l.view.score > 0).then(|| l.view.clone()))
+            .await;
+        assert_eq!(view.score, acks[0].points, "counted once");
+        sys.local.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_beyond_the_rate_limit_are_refused_with_a_retryable_error() {
+    within(async {
+        let sys = System::start_with(quiz_local::LocalOptions {
+            node_config: |c| {
+                c.limits.answers_per_sec = 1;
+                c.limits.answer_burst = 2;
+            },
+            ..quiz_local::LocalOptions::for_test()
+        })
+        .await;
+        let quiz = sys.quiz(QuizSettings::default()).await;
+        let ticket = sys
+            .router_as("ana", Role::Player)
+            .await
+            .join(&quiz, "Ana", None)
+            .await
+            .unwrap();
+        let mut phone = joined(&ticket.ws_urls[0], &ticket).await;
+        for i in 0..3 {
+            let frame =
+                format!(r#"{{"type":"answer","question":0,"answer_id":"r{i}","choice":0}}"#);
+            phone.send_text(frame.into_bytes()).await.unwrap();
+        }
+        let mut codes = Vec::new();
+        while codes.len() < 3 {
+            if let ServerMessage::Error(e) = next_event(&mut phone).await {
+                codes.push((e.code, e.retryable));
+            }
+        }
+        // Two within the burst reach the quiz (not open yet); the third is rate limited.
+        assert_eq!(
+            codes.iter().filter(|c| c.0 == ErrorCode::NotOpen).count(),
+            2,
+            "{codes:?}"
+        );
+        assert!(codes.contains(&(ErrorCode::RateLimited, true)), "{codes:?}");
+        sys.local.shutdown().await;
+    })
+    .await;
+}
