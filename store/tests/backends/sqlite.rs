@@ -167,12 +167,45 @@ async fn unknown_scheme_is_refused_clearly() {
 
 #[tokio::test]
 async fn unopenable_file_is_unavailable_with_its_cause() {
-    let err = SqlStore::connect("sqlite:///nonexistent-quiz-dir/quiz.db", 1)
-        .await
-        .unwrap_err();
+    // A folder cannot be made under a regular file.
+    let file = TempPath::new();
+    std::fs::write(&file.0, b"not a folder").unwrap();
+    let url = format!("sqlite://{}/quiz.db", file.0.display());
+    let err = SqlStore::connect(&url, 1).await.unwrap_err();
     assert!(err.retryable(), "{err:?}");
     assert!(
-        err.to_string().contains("unable to open database file"),
+        err.to_string().contains("cannot create the folder"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_missing_folder_is_created() {
+    let dir = TempPath::new();
+    let url = format!("sqlite://{}/nested/quiz.db", dir.0.display());
+    SqlStore::connect(&url, 1)
+        .await
+        .expect("the folder is made");
+    assert!(dir.0.join("nested/quiz.db").exists());
+    let _ = std::fs::remove_dir_all(&dir.0);
+}
+
+/// A unique path in the temp folder, removed (file or folder) on drop.
+struct TempPath(std::path::PathBuf);
+
+impl TempPath {
+    fn new() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        Self(std::env::temp_dir().join(format!("quiz-store-{}-{nanos}", std::process::id())))
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
