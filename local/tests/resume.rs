@@ -107,12 +107,13 @@ async fn a_phone_away_too_long_for_the_replay_buffer_gets_a_snapshot() {
         let phone = Phone::join(&sys, &quiz, "away", "Away", Role::Player, Some(&proxy)).await;
         host.conn.host(HostCommand::Start, None).await.unwrap();
         phone.until("question 0", |l| l.view.question.clone()).await;
-        proxy.cut();
+        proxy.block();
         // Six events while away, more than the buffer of two holds.
         for _ in 0..2 {
             host.conn.host(HostCommand::Reveal, None).await.unwrap();
             host.conn.host(HostCommand::Next, None).await.unwrap();
         }
+        proxy.unblock();
         let view = phone
             .until("a fresh snapshot", |l| {
                 let welcomes = l

@@ -258,10 +258,12 @@ pub fn answer_for(q: &quiz_protocol::client::QuestionFrame, right: bool) -> Answ
     }
 }
 
-/// A TCP proxy in front of an edge that can cut every connection through it.
+/// A TCP proxy in front of an edge that can cut every connection through it, and refuse
+/// new ones for a while (a phone out of coverage).
 pub struct Proxy {
     pub addr: SocketAddr,
     cut: Arc<Notify>,
+    blocked: Arc<std::sync::atomic::AtomicBool>,
     task: JoinHandle<()>,
 }
 
@@ -270,12 +272,16 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cut = Arc::new(Notify::new());
-        let c = cut.clone();
+        let blocked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, b) = (cut.clone(), blocked.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
                     return;
                 };
+                if b.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped at once: out of coverage
+                }
                 let cut = c.clone();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(target).await else {
@@ -288,7 +294,24 @@ impl Proxy {
                 });
             }
         });
-        Proxy { addr, cut, task }
+        Proxy {
+            addr,
+            cut,
+            blocked,
+            task,
+        }
+    }
+
+    /// Cuts every connection and refuses new ones until [`Proxy::unblock`].
+    pub fn block(&self) {
+        self.blocked
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cut();
+    }
+
+    pub fn unblock(&self) {
+        self.blocked
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Drops every connection through the proxy now (new ones still work).
