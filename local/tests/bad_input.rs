@@ -456,3 +456,58 @@ async fn joining_an_unknown_or_ended_quiz_is_refused() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_after_the_deadline_is_too_late() {
+    within(async {
+        let sys = System::start().await;
+        let settings = QuizSettings {
+            close_when_all_answered: false,
+            ..QuizSettings::default()
+        };
+        let quiz = sys
+            .local
+            .create_quiz("host", "e2e-fast", settings)
+            .await
+            .unwrap();
+        let host = Phone::join(&sys, &quiz, "host", "", Role::Host, None).await;
+        let ticket = sys
+            .router_as("slow", Role::Player)
+            .await
+            .join(&quiz, "Slow", None)
+            .await
+            .unwrap();
+        let mut phone = RawSocket::connect(&ticket.ws_urls[0], Some(&ticket.session_token))
+            .await
+            .unwrap();
+        phone
+            .send(&ClientMessage::Join { last_seq: None })
+            .await
+            .unwrap();
+        host.conn.host(HostCommand::Start, None).await.unwrap();
+        // The question closes by itself when its five seconds (and the grace) are up.
+        loop {
+            if let ServerMessage::Closed(c) = phone.recv_message().await.unwrap() {
+                assert_eq!(c.index, 0);
+                break;
+            }
+        }
+        let (code, message) = error_for(
+            &mut phone,
+            r#"{"type":"answer","question":0,"answer_id":"late","choice":0}"#,
+        )
+        .await;
+        assert_eq!(code, ErrorCode::TooLate, "{message}");
+        assert!(
+            sys.local
+                .stores
+                .answers
+                .answers(&quiz)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        sys.local.shutdown().await;
+    })
+    .await;
+}

@@ -231,3 +231,41 @@ async fn answers_beyond_the_rate_limit_are_refused_with_a_retryable_error() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phones_that_answer_pings_stay_and_silent_ones_are_closed() {
+    within(async {
+        let sys = System::start_with(quiz_local::LocalOptions {
+            node_config: |c| {
+                c.limits.ping_interval_s = 1;
+                c.limits.idle_timeout_s = 2;
+            },
+            ..quiz_local::LocalOptions::for_test()
+        })
+        .await;
+        let quiz = sys.quiz(QuizSettings::default()).await;
+        let router = sys.router_as("ana", Role::Player).await;
+        let ticket = router.join(&quiz, "Ana", None).await.unwrap();
+        let mut silent = joined(&ticket.ws_urls[0], &ticket).await;
+        // A phone that keeps reading answers the server's pings (the client library does it).
+        let bo = Phone::join(&sys, &quiz, "bo", "Bo", Role::Player, None).await;
+        // The silent phone reads nothing, so it answers no ping: after the idle timeout the
+        // server closes it with 4009, while the reading phone stays.
+        // Wait until the node has closed exactly one phone for idleness and holds the other.
+        loop {
+            let metrics = sys.node_metrics().await;
+            let idle_closed = metrics.contains(r#"quiz_node_closes_total{code="4009"} 1"#);
+            if idle_closed && metrics.contains("quiz_node_connections 1") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        // (Reading the silent socket now may show the 4009 close frame or a reset: its pongs
+        // reach a socket the server has already closed.)
+        let _ = silent.closed().await;
+        assert!(bo.conn.is_connected(), "a phone answering pings is kept");
+        assert_eq!(bo.log.lock().unwrap().reconnects, 0);
+        sys.local.shutdown().await;
+    })
+    .await;
+}

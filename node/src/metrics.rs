@@ -33,8 +33,8 @@ pub struct Metrics {
     pub bytes_sent: IntCounter,
     /// Phones dropped for not reading (close 4008).
     pub slow_consumers: IntCounter,
-    /// Connections closed for protocol violations, by close code.
-    pub protocol_closes: IntCounterVec,
+    /// Connections closed by the server, by close code (1008 policy, 4009 idle...).
+    pub closes: IntCounterVec,
     /// Quizzes loaded on this node as owner.
     pub quizzes: IntGauge,
     /// Durable write batches: duration and size.
@@ -63,11 +63,7 @@ impl Metrics {
             frames_sent: counter("frames_sent_total", "Frames queued to phones"),
             bytes_sent: counter("bytes_sent_total", "Payload bytes queued to phones"),
             slow_consumers: counter("slow_consumers_total", "Phones dropped as too slow"),
-            protocol_closes: counter_vec(
-                "protocol_closes_total",
-                "Connections closed for protocol violations",
-                "code",
-            ),
+            closes: counter_vec("closes_total", "Connections closed by the server", "code"),
             quizzes: IntGauge::new("quizzes", "Quizzes loaded as owner")
                 .unwrap_or_else(|e| unreachable!("static metric definitions are valid: {e}")),
             store_write_seconds: HistogramVec::new(
@@ -100,7 +96,7 @@ impl Metrics {
             Box::new(self.frames_sent.clone()),
             Box::new(self.bytes_sent.clone()),
             Box::new(self.slow_consumers.clone()),
-            Box::new(self.protocol_closes.clone()),
+            Box::new(self.closes.clone()),
             Box::new(self.quizzes.clone()),
             Box::new(self.store_write_seconds.clone()),
             Box::new(self.write_batch_answers.clone()),

@@ -69,6 +69,16 @@ pub const TEST_SET: &str = r#"{
 
 pub const TEST_QUESTIONS: u32 = 7;
 
+/// One five-second question (the shortest limit there is), for deadlines.
+pub const FAST_SET: &str = r#"{
+  "id": "e2e-fast",
+  "title": "A quick one",
+  "questions": [
+    {"id": "q-quick", "level": "A1", "topic": "vocabulary", "prompt": "A young dog is a ___.",
+     "kind": "single_choice", "options": ["puppy", "kitten"], "answer": 0, "time_limit_s": 5}
+  ]
+}"#;
+
 /// A running system with the test set loaded.
 pub struct System {
     pub local: LocalSystem,
@@ -84,10 +94,12 @@ impl System {
             .await
             .expect("local system starts");
         let host = local.client("host", Role::Host).await.expect("dev token");
-        let set = quiz_local::parse_set(TEST_SET).expect("test set is valid");
-        host.put_question_set(&set)
-            .await
-            .expect("test set imported");
+        for json in [TEST_SET, FAST_SET] {
+            let set = quiz_local::parse_set(json).expect("test set is valid");
+            host.put_question_set(&set)
+                .await
+                .expect("test set imported");
+        }
         System { local }
     }
 

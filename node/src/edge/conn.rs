@@ -204,6 +204,10 @@ async fn write_loop(
         }
     }
     let code = if code == 0 { close::NORMAL } else { code };
+    edge.metrics
+        .closes
+        .with_label_values(&[&code.to_string()])
+        .inc();
     let _ = ws
         .write_frame(Frame::close(code, reason(code).as_bytes()))
         .await;
@@ -342,11 +346,6 @@ impl Reader {
 
     /// Closes for a protocol violation; returns false (stop reading).
     fn protocol_close(&self, code: u16) -> bool {
-        self.edge
-            .metrics
-            .protocol_closes
-            .with_label_values(&[&code.to_string()])
-            .inc();
         tracing::info!(code, "closing for a protocol violation");
         self.conn.close(code);
         false
@@ -673,5 +672,50 @@ impl TokenBucket {
         } else {
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(queue: usize) -> (Conn, mpsc::Receiver<Out>) {
+        let (out, rx) = mpsc::channel(queue);
+        let conn = Conn {
+            id: 1,
+            out,
+            kill: CancellationToken::new(),
+            close_code: AtomicU16::new(0),
+            last_seen: AtomicI64::new(0),
+            metrics: crate::metrics::Metrics::new(),
+        };
+        (conn, rx)
+    }
+
+    #[test]
+    fn a_phone_that_does_not_read_is_dropped_not_buffered() {
+        let (conn, _rx) = conn(2);
+        assert!(conn.push(Bytes::from_static(b"{}")));
+        assert!(conn.push(Bytes::from_static(b"{}")));
+        assert!(
+            !conn.push(Bytes::from_static(b"{}")),
+            "a full queue refuses the frame"
+        );
+        assert!(conn.is_closed());
+        assert_eq!(conn.close_code.load(Ordering::Acquire), close::TOO_SLOW);
+        assert_eq!(conn.metrics.slow_consumers.get(), 1);
+        assert_eq!(conn.metrics.frames_sent.get(), 2);
+        // The first reason to close wins; later ones do not count again.
+        assert!(!conn.push(Bytes::from_static(b"{}")));
+        conn.close(close::NORMAL);
+        assert_eq!(conn.close_code.load(Ordering::Acquire), close::TOO_SLOW);
+        assert_eq!(conn.metrics.slow_consumers.get(), 1);
+    }
+
+    #[test]
+    fn token_bucket_allows_the_burst_then_the_rate() {
+        let mut bucket = TokenBucket::new(1, 3);
+        assert!((0..3).all(|_| bucket.take()));
+        assert!(!bucket.take());
     }
 }
