@@ -70,15 +70,14 @@ impl Setup {
 
     /// A joined raw socket (its welcome consumed).
     async fn joined(&self, user: &str, role: Role) -> RawSocket {
-        let mut s = self.raw(user, role).await;
-        s.send(&ClientMessage::Join { last_seq: None })
-            .await
-            .unwrap();
-        loop {
-            if let ServerMessage::Welcome(_) = s.recv_message().await.unwrap() {
-                return s;
-            }
-        }
+        let t = token(
+            self.quiz.as_str(),
+            user,
+            role,
+            |_| {},
+            quiz_local::DEV_SESSION_SECRET,
+        );
+        raw_joined(&self.url, &t).await
     }
 }
 

@@ -9,17 +9,7 @@ use quiz_protocol::{Answer, AnswerId, ErrorCode, HostCommand, QuizSettings};
 use support::*;
 
 async fn joined(url: &str, ticket: &quiz_client::JoinTicket) -> RawSocket {
-    let mut s = RawSocket::connect(url, Some(&ticket.session_token))
-        .await
-        .unwrap();
-    s.send(&ClientMessage::Join { last_seq: None })
-        .await
-        .unwrap();
-    loop {
-        if let ServerMessage::Welcome(_) = s.recv_message().await.unwrap() {
-            return s;
-        }
-    }
+    raw_joined(url, &ticket.session_token).await
 }
 
 /// The next frame that is not a leaderboard.

@@ -123,16 +123,7 @@ impl SqlStore {
         quiz: &QuizId,
         epoch: Epoch,
     ) -> Result<(), StoreError> {
-        let sql = self.dialect.pick(
-            "SELECT epoch FROM quizzes WHERE id = $1",
-            "SELECT epoch FROM quizzes WHERE id = $1 FOR UPDATE",
-        );
-        let row = sqlx::query(sql)
-            .bind(quiz.as_str())
-            .fetch_optional(&mut *tx.tx)
-            .await
-            .map_err(db)?;
-        let current: u64 = int(&row.ok_or(StoreError::NoSuchQuiz)?, "epoch")?;
+        let current = self.stored_epoch(tx, quiz, true).await?;
         if current >= epoch.0 {
             return Err(StoreError::Fenced {
                 held: epoch.0,
@@ -202,16 +193,7 @@ impl SqlStore {
         quiz: &QuizId,
         epoch: Epoch,
     ) -> Result<(), StoreError> {
-        let sql = self.dialect.pick(
-            "SELECT epoch FROM quizzes WHERE id = $1",
-            "SELECT epoch FROM quizzes WHERE id = $1 FOR KEY SHARE",
-        );
-        let row = sqlx::query(sql)
-            .bind(quiz.as_str())
-            .fetch_optional(&mut *tx.tx)
-            .await
-            .map_err(db)?;
-        let current: u64 = int(&row.ok_or(StoreError::NoSuchQuiz)?, "epoch")?;
+        let current = self.stored_epoch(tx, quiz, false).await?;
         if current > epoch.0 {
             return Err(StoreError::Fenced {
                 held: epoch.0,
@@ -219,6 +201,27 @@ impl SqlStore {
             });
         }
         Ok(())
+    }
+
+    /// The quiz's stored epoch, read inside `tx`; on PostgreSQL the row stays locked until
+    /// `tx` ends (exclusively for a bump, shared for a fenced write).
+    async fn stored_epoch(
+        &self,
+        tx: &mut WriteTx<'_>,
+        quiz: &QuizId,
+        exclusive: bool,
+    ) -> Result<u64, StoreError> {
+        let sql = match (self.dialect, exclusive) {
+            (Dialect::Sqlite, _) => "SELECT epoch FROM quizzes WHERE id = $1",
+            (Dialect::Postgres, true) => "SELECT epoch FROM quizzes WHERE id = $1 FOR UPDATE",
+            (Dialect::Postgres, false) => "SELECT epoch FROM quizzes WHERE id = $1 FOR KEY SHARE",
+        };
+        let row = sqlx::query(sql)
+            .bind(quiz.as_str())
+            .fetch_optional(&mut *tx.tx)
+            .await
+            .map_err(db)?;
+        int(&row.ok_or(StoreError::NoSuchQuiz)?, "epoch")
     }
 
     /// Why a fenced single-statement write touched no row: the quiz is missing, or its epoch is

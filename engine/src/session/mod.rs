@@ -99,6 +99,21 @@ pub struct Progress {
     pub seq: u64,
 }
 
+impl Progress {
+    /// The progress of a quiz just created: in the lobby, nothing sent yet.
+    pub fn lobby(now: Millis) -> Progress {
+        Progress {
+            phase: Phase::Lobby,
+            question: None,
+            opened_at: None,
+            paused_ms: 0,
+            paused_at: None,
+            phase_at: now,
+            seq: 0,
+        }
+    }
+}
+
 /// A player as persisted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlayerRecord {
@@ -298,15 +313,7 @@ impl Session {
         Session {
             layouts,
             stats,
-            progress: Progress {
-                phase: Phase::Lobby,
-                question: None,
-                opened_at: None,
-                paused_ms: 0,
-                paused_at: None,
-                phase_at: now,
-                seq: 0,
-            },
+            progress: Progress::lobby(now),
             question_seq: None,
             events: VecDeque::new(),
             players: BTreeMap::new(),

@@ -270,6 +270,20 @@ pub fn answer_for(q: &quiz_protocol::client::QuestionFrame, right: bool) -> Answ
     }
 }
 
+/// A raw socket to `url` with session token `token` that has joined (its welcome read).
+pub async fn raw_joined(url: &str, token: &str) -> quiz_client::RawSocket {
+    let mut s = quiz_client::RawSocket::connect(url, Some(token))
+        .await
+        .expect("socket");
+    let join = quiz_protocol::client::ClientMessage::Join { last_seq: None };
+    s.send(&join).await.unwrap();
+    loop {
+        if let ServerMessage::Welcome(_) = s.recv_message().await.unwrap() {
+            return s;
+        }
+    }
+}
+
 /// A TCP proxy in front of an edge that can cut every connection through it, and refuse
 /// new ones for a while (a phone out of coverage).
 pub struct Proxy {

@@ -114,7 +114,7 @@ pub(crate) async fn create(
         questions,
         created_at: now,
         epoch: Epoch::FIRST,
-        progress: lobby(now),
+        progress: Progress::lobby(now),
     };
     let mut attempts = 0;
     loop {
@@ -274,19 +274,6 @@ impl CreateQuiz {
                 picked
             }
         }
-    }
-}
-
-/// The progress of a quiz that was just created.
-fn lobby(now: Millis) -> Progress {
-    Progress {
-        phase: Phase::Lobby,
-        question: None,
-        opened_at: None,
-        paused_ms: 0,
-        paused_at: None,
-        phase_at: now,
-        seq: 0,
     }
 }
 
