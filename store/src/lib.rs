@@ -7,17 +7,19 @@
 //!
 //! Backends: [`sql::SqlStore`] (SQLite embedded by default, PostgreSQL in production, the same
 //! sqlx code through the Any driver, one migrations folder per dialect) implements
-//! [`ContentStore`], [`QuizStore`] and [`AnswerLog`]; [`sql::SqlLeaderboard`] is the embedded
-//! [`LeaderboardStore`]. One shared test suite runs against every backend.
+//! [`ContentStore`], [`QuizStore`], [`AnswerLog`] and [`MembershipStore`];
+//! [`sql::SqlLeaderboard`] is the embedded [`LeaderboardStore`]. One shared test suite runs
+//! against every backend.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use quiz_engine::{AnswerRecord, Millis, PlayerRecord, Progress};
-use quiz_protocol::{Epoch, PlayerNo, Question, QuestionSet, QuizId, QuizSettings, UserId};
+use quiz_protocol::{Epoch, NodeId, PlayerNo, Question, QuestionSet, QuizId, QuizSettings, UserId};
 use serde::{Deserialize, Serialize};
 
+pub mod redis;
 pub mod sql;
 
 /// Why a store operation failed.
@@ -40,6 +42,10 @@ pub enum StoreError {
     /// Stored data could not be decoded.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// A leaderboard store lost a quiz's data (its generation marker is gone): nothing was
+    /// applied; rebuild the quiz's standings from the answer log, then apply again.
+    #[error("the leaderboard of quiz {0} must be rebuilt from the answer log")]
+    NeedsRebuild(QuizId),
 }
 
 impl StoreError {
@@ -60,10 +66,43 @@ pub struct QuizRecord {
     pub settings: QuizSettings,
     pub questions: Vec<Question>,
     pub created_at: Millis,
-    /// The current ownership epoch (1 until ownership can move).
+    /// The current ownership epoch: raised by every [`QuizStore::claim`].
     pub epoch: Epoch,
+    /// The node that claimed the quiz at `epoch` (none before the first claim).
+    pub owner: Option<NodeId>,
     /// The last saved progress.
     pub progress: Progress,
+}
+
+/// A shard node's lease: it is a member of the cluster while `expires_at` is in the future.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLease {
+    pub node: NodeId,
+    /// Where phones reach its edge (`ws://host:port/v1/ws`).
+    pub ws_url: String,
+    /// Where other nodes and the router reach it over QUIC (`host:port`).
+    pub cluster_addr: String,
+    /// Share of quizzes relative to other nodes.
+    pub weight: u32,
+    /// Draining nodes keep serving but take no new quizzes; the ring leaves them out.
+    pub draining: bool,
+    pub renewed_at: Millis,
+    pub expires_at: Millis,
+}
+
+/// A cross-quiz leaderboard (the leagues language apps run).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum League {
+    /// An ISO week, such as `2026-W48`.
+    Weekly(String),
+    AllTime,
+}
+
+/// One row of a league, best first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeagueRow {
+    pub user: UserId,
+    pub points: u64,
 }
 
 /// A question set in a listing.
@@ -121,10 +160,34 @@ pub trait QuizStore: Send + Sync + 'static {
         epoch: Epoch,
         player: &PlayerRecord,
     ) -> Result<(), StoreError>;
+    /// Inserts or updates several players of one quiz in one transaction, fenced like
+    /// [`QuizStore::save_player`] (a join storm writes them in batches).
+    async fn save_players(
+        &self,
+        id: &QuizId,
+        epoch: Epoch,
+        players: &[PlayerRecord],
+    ) -> Result<(), StoreError>;
     /// Every player of a quiz, by player number.
     async fn players(&self, id: &QuizId) -> Result<Vec<PlayerRecord>, StoreError>;
     /// Quizzes that have not ended.
     async fn live_quizzes(&self) -> Result<Vec<QuizId>, StoreError>;
+    /// Makes `node` the quiz's owner at `epoch`, which must be newer than the stored epoch
+    /// ([`StoreError::Fenced`] otherwise: someone claimed it first). From then on writes with an
+    /// older epoch are refused. Waits for writes that passed the old epoch's fence.
+    async fn claim(&self, id: &QuizId, node: &NodeId, epoch: Epoch) -> Result<(), StoreError>;
+}
+
+/// Cluster membership: node leases, in the durable store so that every router sees the same
+/// members and a router restart loses nothing.
+#[async_trait]
+pub trait MembershipStore: Send + Sync + 'static {
+    /// Creates or renews a lease (the whole row is replaced).
+    async fn renew_lease(&self, lease: &NodeLease) -> Result<(), StoreError>;
+    /// Every lease, expired ones included, by node id.
+    async fn leases(&self) -> Result<Vec<NodeLease>, StoreError>;
+    /// Removes a node's lease (it left gracefully).
+    async fn release_lease(&self, node: &NodeId) -> Result<(), StoreError>;
 }
 
 /// The durable record of answers.
@@ -157,8 +220,33 @@ pub trait LeaderboardStore: Send + Sync + 'static {
         epoch: Epoch,
         player: PlayerNo,
     ) -> Result<(), StoreError>;
+    /// How many answers of a quiz the standings count (each (player, question) once, removed
+    /// players' included): a writer compares it with its answer log to notice writes the store
+    /// acknowledged and then lost (a Redis failover), and rebuilds. [`StoreError::NeedsRebuild`]
+    /// when the store lost the quiz altogether.
+    async fn counted(&self, quiz: &QuizId) -> Result<u64, StoreError>;
     /// The first `limit` rows of a quiz's standings, in leaderboard order.
     async fn standings(&self, quiz: &QuizId, limit: usize) -> Result<Vec<StandingRow>, StoreError>;
+    /// Replaces a quiz's standings with those of `records` (its whole answer log), leaving
+    /// out `removed` players, and marks the quiz's data as present again. Fenced by `epoch`.
+    async fn rebuild(
+        &self,
+        quiz: &QuizId,
+        epoch: Epoch,
+        records: &[AnswerRecord],
+        removed: &[PlayerNo],
+    ) -> Result<(), StoreError>;
+    /// Sets each user's contribution from `quiz` to the weekly league `week` and the all-time
+    /// league to their current quiz total. Idempotent: setting the same totals again changes
+    /// nothing, and a larger total adds only the difference.
+    async fn record_league(
+        &self,
+        quiz: &QuizId,
+        week: &str,
+        totals: &[(UserId, u32)],
+    ) -> Result<(), StoreError>;
+    /// The first `limit` rows of a league, best first (ties: the user id).
+    async fn league(&self, league: &League, limit: usize) -> Result<Vec<LeagueRow>, StoreError>;
 }
 
 /// The stores a node or router works with.
@@ -168,6 +256,7 @@ pub struct Stores {
     pub quizzes: Arc<dyn QuizStore>,
     pub answers: Arc<dyn AnswerLog>,
     pub leaderboards: Arc<dyn LeaderboardStore>,
+    pub membership: Arc<dyn MembershipStore>,
 }
 
 /// Where the stores live.
@@ -179,9 +268,56 @@ pub struct StoreConfig {
     /// a few per core.
     #[serde(default = "default_pool")]
     pub pool_size: u32,
+    /// Redis Cluster for the leaderboards; without it they live in the SQL database.
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
 }
 
 fn default_pool() -> u32 {
+    8
+}
+
+impl StoreConfig {
+    /// A store on `database_url` with the default pool and no Redis.
+    pub fn sql(database_url: impl Into<String>) -> Self {
+        Self {
+            database_url: database_url.into(),
+            pool_size: default_pool(),
+            redis: None,
+        }
+    }
+}
+
+/// How to reach the Redis Cluster that holds leaderboards.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Seed nodes, such as `redis://127.0.0.1:7000`; the client discovers the rest.
+    pub nodes: Vec<String>,
+    /// Connecting to a node, ms. Default 1000.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// One command's reply, ms (the cluster client has none by default). Default 1000.
+    #[serde(default = "default_response_timeout_ms")]
+    pub response_timeout_ms: u64,
+    /// Retries after MOVED/ASK/TRYAGAIN/CLUSTERDOWN and I/O errors. Default 3.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Weekly leagues expire this many weeks after their week. Default 8.
+    #[serde(default = "default_weeks_kept")]
+    pub weekly_league_weeks_kept: u32,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    1000
+}
+fn default_response_timeout_ms() -> u64 {
+    1000
+}
+fn default_retries() -> u32 {
+    3
+}
+fn default_weeks_kept() -> u32 {
     8
 }
 
@@ -189,11 +325,16 @@ impl Stores {
     /// Opens the configured backends and runs migrations.
     pub async fn open(config: &StoreConfig) -> Result<Stores, StoreError> {
         let sql = Arc::new(sql::SqlStore::connect(&config.database_url, config.pool_size).await?);
+        let leaderboards: Arc<dyn LeaderboardStore> = match &config.redis {
+            Some(redis) => Arc::new(redis::RedisLeaderboard::connect(redis).await?),
+            None => Arc::new(sql::SqlLeaderboard::new(sql.clone())),
+        };
         Ok(Stores {
             content: sql.clone(),
             quizzes: sql.clone(),
             answers: sql.clone(),
-            leaderboards: Arc::new(sql::SqlLeaderboard::new(sql)),
+            membership: sql,
+            leaderboards,
         })
     }
 }

@@ -4,19 +4,21 @@
 //! settings; migrations, one folder per dialect under `migrations/`), the fencing rule that
 //! every epoch-carrying write follows, the mapping of sqlx errors onto [`StoreError`], and the
 //! helpers that turn rows into domain values. The stores are in submodules: `quizzes`
-//! (question sets, quizzes, progress, players), `answers` (the answer log) and `leaderboard`
-//! (the embedded leaderboard store).
+//! (question sets, quizzes, progress, players, ownership claims), `answers` (the answer log),
+//! `membership` (node leases), `leaderboard` (the embedded leaderboard store) and `league`
+//! (its cross-quiz leagues).
 //!
 //! Fencing: a write carrying epoch `e` is refused when the quiz's stored epoch is greater than
 //! `e`, and the check and the write are atomic. On SQLite a write is either one statement or a
 //! `BEGIN IMMEDIATE` transaction, so it holds the database's single write lock from its first
 //! read. On PostgreSQL the check locks the quiz row (`FOR KEY SHARE`, or the row lock of an
-//! `UPDATE`) until commit, and [`SqlStore::bump_epoch`] takes `FOR UPDATE`, which waits for
-//! those writes to commit and makes later ones see the new epoch.
+//! `UPDATE`) until commit, and a claim ([`crate::QuizStore::claim`]) takes `FOR UPDATE`, which
+//! waits for those writes to commit and makes later ones see the new epoch.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
-use quiz_protocol::{Epoch, Phase, QuizId};
+use quiz_protocol::{Epoch, NodeId, Phase, QuizId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -27,6 +29,8 @@ use crate::StoreError;
 
 mod answers;
 mod leaderboard;
+mod league;
+mod membership;
 mod quizzes;
 
 pub use leaderboard::SqlLeaderboard;
@@ -35,6 +39,11 @@ pub use leaderboard::SqlLeaderboard;
 /// unavailable. Longer rides out a burst; shorter fails an answer's ack sooner so the phone
 /// retries.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Rows per multi-row statement ([`values_sql`]). Bigger writes take several statements; the
+/// limit keeps the binds per statement far below both dialects' caps, and the number of
+/// distinct prepared statements per connection bounded (one per size up to this, per kind).
+const ROWS_PER_STATEMENT: usize = 64;
 
 /// Set on every SQLite connection.
 const SQLITE_PRAGMAS: &[&str] = &[
@@ -107,20 +116,14 @@ impl SqlStore {
         self.pool.close().await;
     }
 
-    /// Moves a quiz's ownership to `epoch`, which must be newer than the stored one: from then
-    /// on, writes carrying an older epoch are refused. Refused with [`StoreError::Fenced`] when
-    /// the stored epoch is already `epoch` or newer (another node claimed it first). Waits for
-    /// writes that passed the old epoch's fence to commit.
-    pub async fn bump_epoch(&self, quiz: &QuizId, epoch: Epoch) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let result = self.claim_epoch(&mut tx, quiz, epoch).await;
-        tx.end(result).await
-    }
-
-    async fn claim_epoch(
+    /// The body of [`crate::QuizStore::claim`], inside its transaction: the quiz row is read
+    /// `FOR UPDATE` on PostgreSQL, so the claim waits for fenced writes that read the old epoch
+    /// to commit, and writes after it read the new one.
+    async fn claim_in(
         &self,
         tx: &mut WriteTx<'_>,
         quiz: &QuizId,
+        node: &NodeId,
         epoch: Epoch,
     ) -> Result<(), StoreError> {
         let current = self.stored_epoch(tx, quiz, true).await?;
@@ -130,9 +133,10 @@ impl SqlStore {
                 current,
             });
         }
-        sqlx::query("UPDATE quizzes SET epoch = $2 WHERE id = $1")
+        sqlx::query("UPDATE quizzes SET epoch = $2, owner = $3 WHERE id = $1")
             .bind(quiz.as_str())
             .bind(epoch_i64(epoch)?)
+            .bind(node.0.as_str())
             .execute(&mut *tx.tx)
             .await
             .map_err(db)?;
@@ -185,8 +189,8 @@ impl SqlStore {
     }
 
     /// Checks, inside `tx`, that `quiz` exists and holds no newer epoch than `epoch`. On
-    /// PostgreSQL the quiz row stays share-locked until `tx` ends, so an epoch bump waits for
-    /// it. Callers check several quizzes in id order.
+    /// PostgreSQL the quiz row stays share-locked until `tx` ends, so a claim waits for it.
+    /// Callers check several quizzes in id order.
     async fn check_fence(
         &self,
         tx: &mut WriteTx<'_>,
@@ -194,17 +198,25 @@ impl SqlStore {
         epoch: Epoch,
     ) -> Result<(), StoreError> {
         let current = self.stored_epoch(tx, quiz, false).await?;
-        if current > epoch.0 {
-            return Err(StoreError::Fenced {
-                held: epoch.0,
-                current,
-            });
-        }
-        Ok(())
+        fence(current, epoch)
+    }
+
+    /// [`SqlStore::check_fence`] for a write that replaces data of the quiz wholesale (a
+    /// leaderboard rebuild): on PostgreSQL the quiz row stays locked exclusively, so the
+    /// quiz's other fenced writes wait for it, and it for them, instead of interleaving. Its
+    /// owner writes one batch at a time, so this costs the owner nothing.
+    async fn check_fence_exclusive(
+        &self,
+        tx: &mut WriteTx<'_>,
+        quiz: &QuizId,
+        epoch: Epoch,
+    ) -> Result<(), StoreError> {
+        let current = self.stored_epoch(tx, quiz, true).await?;
+        fence(current, epoch)
     }
 
     /// The quiz's stored epoch, read inside `tx`; on PostgreSQL the row stays locked until
-    /// `tx` ends (exclusively for a bump, shared for a fenced write).
+    /// `tx` ends (exclusively for a claim or a rebuild, shared for a fenced write).
     async fn stored_epoch(
         &self,
         tx: &mut WriteTx<'_>,
@@ -401,6 +413,17 @@ fn db(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// The fencing rule: a write carrying `epoch` is refused when the stored epoch is newer.
+fn fence(current: u64, epoch: Epoch) -> Result<(), StoreError> {
+    if current > epoch.0 {
+        return Err(StoreError::Fenced {
+            held: epoch.0,
+            current,
+        });
+    }
+    Ok(())
+}
+
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
 }
@@ -470,6 +493,26 @@ fn parse_phase(name: &str) -> Result<Phase, StoreError> {
     })
 }
 
+/// `{head} VALUES ($1, .., $cols), (..), .. {tail}`: a statement of `rows` rows of `cols`
+/// placeholders each, numbered in order.
+fn values_sql(head: &str, rows: usize, cols: usize, tail: &str) -> String {
+    let mut sql = String::with_capacity(head.len() + tail.len() + rows * cols * 6 + 8);
+    sql.push_str(head);
+    sql.push_str(" VALUES ");
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for col in 0..cols {
+            let sep = if col == 0 { "" } else { ", " };
+            // Writing to a String cannot fail.
+            let _ = write!(sql, "{sep}${}", row * cols + col + 1);
+        }
+        sql.push(')');
+    }
+    sql.push(' ');
+    sql.push_str(tail);
+    sql
+}
+
 /// SQLite creates a missing database file but not its folder; a fresh checkout's default
 /// (`sqlite://.local/quiz.db`) should just work.
 fn create_parent_dir(url: &str) -> Result<(), StoreError> {
@@ -510,6 +553,15 @@ mod tests {
             assert_eq!(parse_phase(name).unwrap(), phase);
         }
         assert!(matches!(parse_phase("done"), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn values_sql_numbers_every_placeholder_once() {
+        let sql = values_sql("INSERT INTO t (a, b)", 3, 2, "ON CONFLICT DO NOTHING");
+        assert_eq!(
+            sql,
+            "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6) ON CONFLICT DO NOTHING"
+        );
     }
 
     #[test]

@@ -324,7 +324,7 @@ async fn invalid_config_is_refused_before_binding() {
         config.auth.rs256_public_key_pem = Some(RS256_PUBLIC.into());
         let err = quiz_router::start(
             config,
-            crate::support::MemStore::stores(),
+            crate::support::memory_stores().await,
             tokio_util::sync::CancellationToken::new(),
         )
         .await

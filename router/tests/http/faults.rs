@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use quiz_engine::{PlayerRecord, Progress};
-use quiz_protocol::{Epoch, QuizId};
+use quiz_protocol::{Epoch, NodeId, QuizId};
 use quiz_router::Config;
 use quiz_store::{QuizRecord, QuizStore, StoreError, Stores};
 use serde_json::json;
 
-use crate::support::{Harness, MemStore, within};
+use crate::support::{Harness, memory_stores, within};
 
 /// How [`Faulty`] misbehaves.
 #[derive(Clone, Copy)]
@@ -26,15 +26,15 @@ enum Fault {
     Collide(usize),
 }
 
-/// A quiz store that delegates to the in-memory fake, but for its fault.
+/// A quiz store that delegates to a real (in-memory SQLite) store, but for its fault.
 struct Faulty {
     inner: Stores,
     fault: Fault,
     creations: AtomicUsize,
 }
 
-fn faulty(fault: Fault) -> Stores {
-    let mut stores = MemStore::stores();
+async fn faulty(fault: Fault) -> Stores {
+    let mut stores = memory_stores().await;
     stores.quizzes = Arc::new(Faulty {
         inner: stores.clone(),
         fault,
@@ -75,6 +75,14 @@ impl QuizStore for Faulty {
     async fn save_player(&self, id: &QuizId, e: Epoch, p: &PlayerRecord) -> Result<(), StoreError> {
         self.inner.quizzes.save_player(id, e, p).await
     }
+    async fn save_players(
+        &self,
+        id: &QuizId,
+        e: Epoch,
+        p: &[PlayerRecord],
+    ) -> Result<(), StoreError> {
+        self.inner.quizzes.save_players(id, e, p).await
+    }
     async fn players(&self, id: &QuizId) -> Result<Vec<PlayerRecord>, StoreError> {
         self.read_fault().await?;
         self.inner.quizzes.players(id).await
@@ -82,12 +90,15 @@ impl QuizStore for Faulty {
     async fn live_quizzes(&self) -> Result<Vec<QuizId>, StoreError> {
         self.inner.quizzes.live_quizzes().await
     }
+    async fn claim(&self, id: &QuizId, node: &NodeId, e: Epoch) -> Result<(), StoreError> {
+        self.inner.quizzes.claim(id, node, e).await
+    }
 }
 
 #[tokio::test]
 async fn an_unavailable_store_is_a_retryable_503() {
     within(async {
-        let h = Harness::with_stores(Config::for_test(), faulty(Fault::Unavailable)).await;
+        let h = Harness::with_stores(Config::for_test(), faulty(Fault::Unavailable).await).await;
         let token = h.player("pat");
         let reply = h.get("/v1/quizzes/K7M3QX", Some(&token)).await;
         reply.expect_error(503, "unavailable");
@@ -109,7 +120,7 @@ async fn an_unavailable_store_is_a_retryable_503() {
 #[tokio::test]
 async fn other_store_errors_are_500_without_detail() {
     within(async {
-        let h = Harness::with_stores(Config::for_test(), faulty(Fault::Corrupt)).await;
+        let h = Harness::with_stores(Config::for_test(), faulty(Fault::Corrupt).await).await;
         let reply = h.get("/v1/quizzes/K7M3QX", Some(&h.player("pat"))).await;
         reply.expect_error(500, "internal");
         assert!(!reply.text.contains("secret"), "{reply:?}");
@@ -123,7 +134,7 @@ async fn a_hanging_store_times_out_as_503() {
     within(async {
         let mut config = Config::for_test();
         config.request_timeout_ms = 200;
-        let h = Harness::with_stores(config, faulty(Fault::Hang)).await;
+        let h = Harness::with_stores(config, faulty(Fault::Hang).await).await;
         let reply = h.get("/v1/quizzes/K7M3QX", Some(&h.player("pat"))).await;
         reply.expect_error(503, "unavailable");
         h.shutdown().await;
@@ -134,7 +145,7 @@ async fn a_hanging_store_times_out_as_503() {
 #[tokio::test]
 async fn taken_codes_are_retried_a_few_times() {
     within(async {
-        let h = Harness::with_stores(Config::for_test(), faulty(Fault::Collide(2))).await;
+        let h = Harness::with_stores(Config::for_test(), faulty(Fault::Collide(2)).await).await;
         let host = h.host("teacher");
         let set = h.import_sample(&host).await;
         let body = json!({"question_set": set});
@@ -143,7 +154,7 @@ async fn taken_codes_are_retried_a_few_times() {
             .expect_ok(201);
         h.shutdown().await;
 
-        let h = Harness::with_stores(Config::for_test(), faulty(Fault::Collide(100))).await;
+        let h = Harness::with_stores(Config::for_test(), faulty(Fault::Collide(100)).await).await;
         let host = h.host("teacher");
         let set = h.import_sample(&host).await;
         let body = json!({"question_set": set});

@@ -1,21 +1,14 @@
 //! Test support: a router started in-process on 127.0.0.1:0 over real stores (SQLite in a
-//! temporary file by default, or the in-memory fake below with `QUIZ_TEST_STORE=memory`), an
-//! HTTP client, token helpers, and a question set to import.
+//! temporary file), an HTTP client, token helpers, and a question set to import.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use quiz_engine::{AnswerRecord, Millis, PlayerRecord, Progress, RankKey};
-use quiz_protocol::{Epoch, PlayerNo, QuestionSet, QuizId};
+use quiz_engine::Progress;
+use quiz_protocol::QuizId;
 use quiz_router::{Config, RouterHandle};
-use quiz_store::{
-    AnswerLog, Appended, ContentStore, LeaderboardStore, QuestionSetSummary, QuizRecord, QuizStore,
-    StandingRow, StoreConfig, StoreError, Stores,
-};
+use quiz_store::{StoreConfig, Stores};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -257,233 +250,22 @@ pub(crate) fn sample_set() -> Value {
     })
 }
 
-/// The stores the router under test uses: SQLite in a temporary directory, unless
-/// `QUIZ_TEST_STORE=memory` asks for the in-memory fake.
+/// The stores the router under test uses: SQLite in a temporary directory.
 async fn test_stores() -> (Stores, Option<tempfile::TempDir>) {
-    if std::env::var("QUIZ_TEST_STORE").as_deref() == Ok("memory") {
-        return (MemStore::stores(), None);
-    }
     let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("quiz.db").display());
     let config = StoreConfig {
-        database_url: format!("sqlite://{}", dir.path().join("quiz.db").display()),
         pool_size: 4,
+        ..StoreConfig::sql(url)
     };
     let stores = Stores::open(&config).await.expect("SQLite store opens");
     (stores, Some(dir))
 }
 
-/// An in-memory fake of every store trait: enough for the router's tests, with no fencing.
-#[derive(Default)]
-pub(crate) struct MemStore {
-    inner: Mutex<Mem>,
-}
-
-#[derive(Default)]
-struct Mem {
-    sets: BTreeMap<String, (QuestionSet, Millis)>,
-    quizzes: HashMap<QuizId, QuizRecord>,
-    players: HashMap<QuizId, BTreeMap<PlayerNo, PlayerRecord>>,
-    answers: BTreeMap<(QuizId, u32, PlayerNo), AnswerRecord>,
-    /// (score, tiebreak) per player per quiz.
-    boards: HashMap<QuizId, HashMap<PlayerNo, (u32, u64)>>,
-    counted: HashSet<(QuizId, PlayerNo, u32)>,
-}
-
-impl MemStore {
-    pub(crate) fn stores() -> Stores {
-        let mem = Arc::new(MemStore::default());
-        Stores {
-            content: mem.clone(),
-            quizzes: mem.clone(),
-            answers: mem.clone(),
-            leaderboards: mem,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Mem> {
-        self.inner.lock().unwrap()
-    }
-}
-
-#[async_trait]
-impl ContentStore for MemStore {
-    async fn put_question_set(&self, set: &QuestionSet, now: Millis) -> Result<(), StoreError> {
-        self.lock().sets.insert(set.id.clone(), (set.clone(), now));
-        Ok(())
-    }
-
-    async fn question_set(&self, id: &str) -> Result<Option<QuestionSet>, StoreError> {
-        Ok(self.lock().sets.get(id).map(|(s, _)| s.clone()))
-    }
-
-    async fn question_sets(&self) -> Result<Vec<QuestionSetSummary>, StoreError> {
-        Ok(self
-            .lock()
-            .sets
-            .values()
-            .map(|(s, at)| QuestionSetSummary {
-                id: s.id.clone(),
-                title: s.title.clone(),
-                questions: s.questions.len() as u32,
-                updated_at: *at,
-            })
-            .collect())
-    }
-}
-
-#[async_trait]
-impl QuizStore for MemStore {
-    async fn create_quiz(&self, quiz: &QuizRecord) -> Result<(), StoreError> {
-        let mut mem = self.lock();
-        if mem.quizzes.contains_key(&quiz.id) {
-            return Err(StoreError::Conflict);
-        }
-        mem.quizzes.insert(quiz.id.clone(), quiz.clone());
-        Ok(())
-    }
-
-    async fn quiz(&self, id: &QuizId) -> Result<Option<QuizRecord>, StoreError> {
-        Ok(self.lock().quizzes.get(id).cloned())
-    }
-
-    async fn save_progress(
-        &self,
-        id: &QuizId,
-        _epoch: Epoch,
-        progress: &Progress,
-    ) -> Result<(), StoreError> {
-        let mut mem = self.lock();
-        let quiz = mem.quizzes.get_mut(id).ok_or(StoreError::NoSuchQuiz)?;
-        quiz.progress = progress.clone();
-        Ok(())
-    }
-
-    async fn save_player(
-        &self,
-        id: &QuizId,
-        _epoch: Epoch,
-        player: &PlayerRecord,
-    ) -> Result<(), StoreError> {
-        let mut mem = self.lock();
-        mem.players
-            .entry(id.clone())
-            .or_default()
-            .insert(player.player, player.clone());
-        Ok(())
-    }
-
-    async fn players(&self, id: &QuizId) -> Result<Vec<PlayerRecord>, StoreError> {
-        let mem = self.lock();
-        Ok(mem
-            .players
-            .get(id)
-            .map(|p| p.values().cloned().collect())
-            .unwrap_or_default())
-    }
-
-    async fn live_quizzes(&self) -> Result<Vec<QuizId>, StoreError> {
-        let mem = self.lock();
-        Ok(mem
-            .quizzes
-            .values()
-            .filter(|q| q.progress.phase != quiz_protocol::Phase::Ended)
-            .map(|q| q.id.clone())
-            .collect())
-    }
-}
-
-#[async_trait]
-impl AnswerLog for MemStore {
-    async fn append(
-        &self,
-        _epoch: Epoch,
-        records: &[AnswerRecord],
-    ) -> Result<Vec<Appended>, StoreError> {
-        let mut mem = self.lock();
-        Ok(records
-            .iter()
-            .map(|r| {
-                let key = (r.quiz.clone(), r.question, r.player);
-                match mem.answers.get(&key) {
-                    Some(existing) => Appended::Existing(existing.clone()),
-                    None => {
-                        mem.answers.insert(key, r.clone());
-                        Appended::Inserted
-                    }
-                }
-            })
-            .collect())
-    }
-
-    async fn answers(&self, quiz: &QuizId) -> Result<Vec<AnswerRecord>, StoreError> {
-        let mem = self.lock();
-        Ok(mem
-            .answers
-            .values()
-            .filter(|r| &r.quiz == quiz)
-            .cloned()
-            .collect())
-    }
-}
-
-#[async_trait]
-impl LeaderboardStore for MemStore {
-    async fn apply(&self, _epoch: Epoch, records: &[AnswerRecord]) -> Result<(), StoreError> {
-        let mut mem = self.lock();
-        for r in records {
-            if !mem.counted.insert((r.quiz.clone(), r.player, r.question)) {
-                continue;
-            }
-            let entry = mem
-                .boards
-                .entry(r.quiz.clone())
-                .or_default()
-                .entry(r.player)
-                .or_default();
-            entry.0 += r.points;
-            if r.points > 0 {
-                entry.1 += u64::from(r.response_ms);
-            }
-        }
-        Ok(())
-    }
-
-    async fn remove_player(
-        &self,
-        quiz: &QuizId,
-        _epoch: Epoch,
-        player: PlayerNo,
-    ) -> Result<(), StoreError> {
-        if let Some(board) = self.lock().boards.get_mut(quiz) {
-            board.remove(&player);
-        }
-        Ok(())
-    }
-
-    async fn standings(&self, quiz: &QuizId, limit: usize) -> Result<Vec<StandingRow>, StoreError> {
-        let mem = self.lock();
-        let mut keys: Vec<RankKey> = mem
-            .boards
-            .get(quiz)
-            .map(|b| {
-                b.iter()
-                    .map(|(p, (score, tiebreak))| RankKey {
-                        score: *score,
-                        tiebreak: *tiebreak,
-                        player: *p,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        keys.sort();
-        Ok(keys
-            .into_iter()
-            .take(limit)
-            .map(|k| StandingRow {
-                player: k.player,
-                score: k.score,
-                tiebreak: k.tiebreak,
-            })
-            .collect())
-    }
+/// Real stores in an in-memory SQLite database, gone when the last handle is dropped: for
+/// tests that wrap the stores or never get as far as using them.
+pub(crate) async fn memory_stores() -> Stores {
+    Stores::open(&StoreConfig::sql("sqlite::memory:"))
+        .await
+        .expect("in-memory SQLite store opens")
 }

@@ -7,7 +7,6 @@
 //! so cannot deadlock.
 
 use std::collections::{BTreeSet, HashSet};
-use std::fmt::Write as _;
 
 use async_trait::async_trait;
 use quiz_engine::AnswerRecord;
@@ -15,15 +14,12 @@ use quiz_protocol::{AnswerId, Epoch, PlayerNo, QuizId};
 use sqlx::AssertSqlSafe;
 use sqlx::any::AnyRow;
 
-use super::{SqlStore, WriteTx, corrupt, db, epoch_i64, flag, int, json, text, to_json};
+use super::{ROWS_PER_STATEMENT, SqlStore, WriteTx, corrupt, db, epoch_i64, flag, int, json};
+use super::{text, to_json, values_sql};
 use crate::{AnswerLog, Appended, StoreError};
 
 /// Columns bound per row of a multi-row insert.
 const COLUMNS_PER_ROW: usize = 11;
-
-/// Rows per `INSERT` statement. Bigger batches take several statements; the limit keeps the
-/// number of distinct prepared statements per connection small (one per size up to this).
-const ROWS_PER_INSERT: usize = 64;
 
 const SELECT_ONE: &str = "\
     SELECT quiz, player, question, answer_id, answer, received_at, response_ms, points, \
@@ -50,7 +46,7 @@ impl SqlStore {
         order.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
         let epoch = epoch_i64(epoch)?;
         let mut inserted = HashSet::with_capacity(records.len());
-        for chunk in order.chunks(ROWS_PER_INSERT) {
+        for chunk in order.chunks(ROWS_PER_STATEMENT) {
             let mut query = sqlx::query(AssertSqlSafe(insert_sql(chunk.len())));
             for r in chunk {
                 query = query
@@ -126,24 +122,13 @@ fn sort_key(r: &AnswerRecord) -> (&QuizId, u32, u32) {
 
 /// `INSERT ... VALUES (...), (...) ON CONFLICT DO NOTHING RETURNING` the keys it inserted.
 fn insert_sql(rows: usize) -> String {
-    let mut sql = String::with_capacity(200 + rows * COLUMNS_PER_ROW * 5);
-    sql.push_str(
+    values_sql(
         "INSERT INTO answers (quiz, player, question, answer_id, answer, received_at, \
-         response_ms, points, correct, streak, epoch) VALUES ",
-    );
-    for row in 0..rows {
-        sql.push_str(if row == 0 { "(" } else { ", (" });
-        for col in 0..COLUMNS_PER_ROW {
-            let sep = if col == 0 { "" } else { ", " };
-            // Writing to a String cannot fail.
-            let _ = write!(sql, "{sep}${}", row * COLUMNS_PER_ROW + col + 1);
-        }
-        sql.push(')');
-    }
-    sql.push_str(
-        " ON CONFLICT (quiz, question, player) DO NOTHING RETURNING quiz, player, question",
-    );
-    sql
+         response_ms, points, correct, streak, epoch)",
+        rows,
+        COLUMNS_PER_ROW,
+        "ON CONFLICT (quiz, question, player) DO NOTHING RETURNING quiz, player, question",
+    )
 }
 
 /// The row already in the log under `record`'s key.

@@ -5,6 +5,11 @@
 //! twice counts it once; `lb_scores` holds each player's score and tie-break, and a `removed`
 //! flag that keeps a kicked player out for good. The order is the engine's `RankKey`: score
 //! descending, then tie-break ascending, then player number ascending.
+//!
+//! A rebuild replaces a quiz's rows in both tables with those the answer log gives, counted
+//! exactly as `apply` counts. There is no generation marker to restore: the tables live in the
+//! same database as the log, so they never lose a quiz's data on their own, and
+//! [`StoreError::NeedsRebuild`] never comes from here. The leagues are in `league`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -13,8 +18,11 @@ use async_trait::async_trait;
 use quiz_engine::AnswerRecord;
 use quiz_protocol::{Epoch, PlayerNo, QuizId};
 
-use super::{SqlStore, WriteTx, db, int};
-use crate::{LeaderboardStore, StandingRow, StoreError};
+use quiz_protocol::UserId;
+use sqlx::AssertSqlSafe;
+
+use super::{ROWS_PER_STATEMENT, SqlStore, WriteTx, db, int, values_sql};
+use crate::{LeaderboardStore, League, LeagueRow, StandingRow, StoreError};
 
 /// The embedded leaderboard store: standings in SQL tables of the same database.
 #[derive(Debug)]
@@ -84,6 +92,67 @@ impl SqlLeaderboard {
         Ok(())
     }
 
+    /// The body of [`LeaderboardStore::rebuild`], inside its transaction. The quiz row is
+    /// locked exclusively, so no apply to this quiz interleaves with the delete and re-insert.
+    async fn rebuild_in(
+        &self,
+        tx: &mut WriteTx<'_>,
+        quiz: &QuizId,
+        epoch: Epoch,
+        records: &[AnswerRecord],
+        removed: &[PlayerNo],
+    ) -> Result<(), StoreError> {
+        self.sql.check_fence_exclusive(tx, quiz, epoch).await?;
+        for sql in [
+            "DELETE FROM lb_applied WHERE quiz = $1",
+            "DELETE FROM lb_scores WHERE quiz = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(quiz.as_str())
+                .execute(&mut *tx.tx)
+                .await
+                .map_err(db)?;
+        }
+        let CountedLog { applied, scores } = count_log(quiz, records, removed);
+        // Rebuilds are rare: their statements are not kept prepared, where they would push the
+        // answer path's out of the connection's statement cache.
+        for chunk in applied.chunks(ROWS_PER_STATEMENT) {
+            let sql = values_sql(
+                "INSERT INTO lb_applied (quiz, question, player)",
+                chunk.len(),
+                3,
+                "",
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for (question, player) in chunk {
+                query = query
+                    .bind(quiz.as_str())
+                    .bind(i64::from(*question))
+                    .bind(i64::from(player.0));
+            }
+            query.execute(&mut *tx.tx).await.map_err(db)?;
+        }
+        for chunk in scores.chunks(ROWS_PER_STATEMENT) {
+            let sql = values_sql(
+                "INSERT INTO lb_scores (quiz, player, score, tiebreak, removed)",
+                chunk.len(),
+                5,
+                "",
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for (player, row) in chunk {
+                query = query
+                    .bind(quiz.as_str())
+                    .bind(i64::from(player.0))
+                    .bind(row.score)
+                    .bind(row.tiebreak)
+                    .bind(row.removed);
+            }
+            query.execute(&mut *tx.tx).await.map_err(db)?;
+        }
+        Ok(())
+    }
+
     /// The body of [`LeaderboardStore::remove_player`], inside its transaction.
     async fn remove_in(
         &self,
@@ -110,6 +179,48 @@ impl SqlLeaderboard {
     }
 }
 
+/// A player's row of `lb_scores`, as a rebuild writes it.
+#[derive(Debug, Default)]
+struct ScoreRow {
+    score: i64,
+    tiebreak: i64,
+    removed: bool,
+}
+
+/// The rows of a quiz that its answer log gives.
+struct CountedLog {
+    /// The answers counted, by (question, player).
+    applied: Vec<(u32, PlayerNo)>,
+    /// Each player's row, by player.
+    scores: Vec<(PlayerNo, ScoreRow)>,
+}
+
+/// Counts a quiz's answer log into its rows, as `apply` counts: each (question, player) once,
+/// the first record winning (the log holds one anyway); records of other quizzes are not this
+/// quiz's log and are skipped. Removed players keep a flagged row, as `remove_player` leaves
+/// them, so that answers applied later do not bring them back.
+fn count_log(quiz: &QuizId, records: &[AnswerRecord], removed: &[PlayerNo]) -> CountedLog {
+    let mut applied: BTreeSet<(u32, PlayerNo)> = BTreeSet::new();
+    let mut scores: BTreeMap<PlayerNo, ScoreRow> = BTreeMap::new();
+    for r in records.iter().filter(|r| &r.quiz == quiz) {
+        if !applied.insert((r.question, r.player)) {
+            continue;
+        }
+        let row = scores.entry(r.player).or_default();
+        row.score += i64::from(r.points);
+        if r.points > 0 {
+            row.tiebreak += i64::from(r.response_ms);
+        }
+    }
+    for player in removed {
+        scores.entry(*player).or_default().removed = true;
+    }
+    CountedLog {
+        applied: applied.into_iter().collect(),
+        scores: scores.into_iter().collect(),
+    }
+}
+
 #[async_trait]
 impl LeaderboardStore for SqlLeaderboard {
     async fn apply(&self, epoch: Epoch, records: &[AnswerRecord]) -> Result<(), StoreError> {
@@ -130,6 +241,15 @@ impl LeaderboardStore for SqlLeaderboard {
         let mut tx = self.sql.begin_write().await?;
         let result = self.remove_in(&mut tx, quiz, epoch, player).await;
         tx.end(result).await
+    }
+
+    async fn counted(&self, quiz: &QuizId) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM lb_applied WHERE quiz = $1")
+            .bind(quiz.as_str())
+            .fetch_one(&self.sql.pool)
+            .await
+            .map_err(db)?;
+        int(&row, "n")
     }
 
     async fn standings(&self, quiz: &QuizId, limit: usize) -> Result<Vec<StandingRow>, StoreError> {
@@ -153,5 +273,37 @@ impl LeaderboardStore for SqlLeaderboard {
                 })
             })
             .collect()
+    }
+
+    async fn rebuild(
+        &self,
+        quiz: &QuizId,
+        epoch: Epoch,
+        records: &[AnswerRecord],
+        removed: &[PlayerNo],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.sql.begin_write().await?;
+        let result = self
+            .rebuild_in(&mut tx, quiz, epoch, records, removed)
+            .await;
+        tx.end(result).await
+    }
+
+    async fn record_league(
+        &self,
+        quiz: &QuizId,
+        week: &str,
+        totals: &[(UserId, u32)],
+    ) -> Result<(), StoreError> {
+        if totals.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.sql.begin_write().await?;
+        let result = self.sql.record_league_in(&mut tx, quiz, week, totals).await;
+        tx.end(result).await
+    }
+
+    async fn league(&self, league: &League, limit: usize) -> Result<Vec<LeagueRow>, StoreError> {
+        self.sql.league(league, limit).await
     }
 }

@@ -2,46 +2,107 @@
 //! leaderboard are in their own modules.
 //!
 //! Progress lives in columns of `quizzes` (phase, question, opened_at...) so that a quiz's
-//! state can be queried; the settings and the question snapshot are JSON text.
+//! state can be queried; the settings and the question snapshot are JSON text. So does
+//! ownership: the epoch every fenced write is checked against, and the node that claimed it.
+
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use quiz_engine::{Millis, PlayerRecord, Progress};
-use quiz_protocol::{Epoch, PlayerNo, QuestionSet, QuizId, UserId};
+use quiz_protocol::{Epoch, NodeId, PlayerNo, QuestionSet, QuizId, UserId};
 use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
 
-use super::{SqlStore, db, epoch_i64, flag, int, json, opt_int, parse_phase, phase_name, text};
-use super::{corrupt, to_json};
+use super::{ROWS_PER_STATEMENT, SqlStore, WriteTx, corrupt, db, epoch_i64, flag, int, json};
+use super::{opt_int, parse_phase, phase_name, text, to_json, values_sql};
 use crate::{ContentStore, QuestionSetSummary, QuizRecord, QuizStore, StoreError};
 
 /// The columns of `quizzes`, as a macro so that `concat!` can build static statements.
 macro_rules! quiz_columns {
     () => {
         "id, title, host, question_set, settings, questions, created_at, epoch, phase, \
-         question, opened_at, paused_ms, paused_at, phase_at, seq"
+         question, opened_at, paused_ms, paused_at, phase_at, seq, owner"
     };
 }
 
-/// The upsert of a player, fenced: the `SELECT` yields no row when the quiz is missing or
-/// holds a newer epoch. PostgreSQL also share-locks the quiz row, so that an epoch bump waits
-/// for this statement's commit.
-const SAVE_PLAYER_SQLITE: &str = "\
-    INSERT INTO players (quiz, player, user_id, nickname, joined_at, kicked, current_question, \
-        current_opened_at) \
-    SELECT id, $3, $4, $5, $6, $7, $8, $9 FROM quizzes WHERE id = $1 AND epoch <= $2 \
-    ON CONFLICT (quiz, player) DO UPDATE SET user_id = excluded.user_id, \
-        nickname = excluded.nickname, joined_at = excluded.joined_at, \
-        kicked = excluded.kicked, current_question = excluded.current_question, \
-        current_opened_at = excluded.current_opened_at";
+/// The head and tail of every upsert of players, as macros so that `concat!` can build
+/// static statements.
+macro_rules! insert_players {
+    () => {
+        "INSERT INTO players (quiz, player, user_id, nickname, joined_at, kicked, \
+         current_question, current_opened_at)"
+    };
+}
 
-const SAVE_PLAYER_POSTGRES: &str = "\
-    INSERT INTO players (quiz, player, user_id, nickname, joined_at, kicked, current_question, \
-        current_opened_at) \
-    SELECT id, $3, $4, $5, $6, $7, $8, $9 FROM quizzes WHERE id = $1 AND epoch <= $2 \
-        FOR KEY SHARE \
-    ON CONFLICT (quiz, player) DO UPDATE SET user_id = excluded.user_id, \
-        nickname = excluded.nickname, joined_at = excluded.joined_at, \
-        kicked = excluded.kicked, current_question = excluded.current_question, \
-        current_opened_at = excluded.current_opened_at";
+macro_rules! on_player_conflict {
+    () => {
+        "ON CONFLICT (quiz, player) DO UPDATE SET user_id = excluded.user_id, \
+         nickname = excluded.nickname, joined_at = excluded.joined_at, \
+         kicked = excluded.kicked, current_question = excluded.current_question, \
+         current_opened_at = excluded.current_opened_at"
+    };
+}
+
+/// Columns bound per player.
+const PLAYER_COLUMNS: usize = 8;
+
+/// The upsert of a player, fenced: the `SELECT` yields no row when the quiz is missing or
+/// holds a newer epoch. PostgreSQL also share-locks the quiz row, so that a claim waits for
+/// this statement's commit.
+const SAVE_PLAYER_SQLITE: &str = concat!(
+    insert_players!(),
+    " SELECT id, $3, $4, $5, $6, $7, $8, $9 FROM quizzes WHERE id = $1 AND epoch <= $2 ",
+    on_player_conflict!()
+);
+
+const SAVE_PLAYER_POSTGRES: &str = concat!(
+    insert_players!(),
+    " SELECT id, $3, $4, $5, $6, $7, $8, $9 FROM quizzes WHERE id = $1 AND epoch <= $2 \
+     FOR KEY SHARE ",
+    on_player_conflict!()
+);
+
+impl SqlStore {
+    /// The body of [`QuizStore::save_players`], inside its transaction: one fence check, then
+    /// multi-row upserts in player order (so that two batches on PostgreSQL lock their rows in
+    /// one order and cannot deadlock).
+    async fn save_players_in(
+        &self,
+        tx: &mut WriteTx<'_>,
+        id: &QuizId,
+        epoch: Epoch,
+        players: &[PlayerRecord],
+    ) -> Result<(), StoreError> {
+        self.check_fence(tx, id, epoch).await?;
+        // One row per player number, the last record winning, as one save after another would;
+        // PostgreSQL refuses a statement that upserts one row twice.
+        let players: BTreeMap<PlayerNo, &PlayerRecord> =
+            players.iter().map(|p| (p.player, p)).collect();
+        let players: Vec<&PlayerRecord> = players.into_values().collect();
+        for chunk in players.chunks(ROWS_PER_STATEMENT) {
+            let sql = values_sql(
+                insert_players!(),
+                chunk.len(),
+                PLAYER_COLUMNS,
+                on_player_conflict!(),
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for p in chunk {
+                query = query
+                    .bind(id.as_str())
+                    .bind(i64::from(p.player.0))
+                    .bind(p.user.as_str())
+                    .bind(p.nickname.as_str())
+                    .bind(p.joined_at)
+                    .bind(p.kicked)
+                    .bind(p.current.map(i64::from))
+                    .bind(p.current_opened_at);
+            }
+            query.execute(&mut *tx.tx).await.map_err(db)?;
+        }
+        Ok(())
+    }
+}
 
 #[async_trait]
 impl ContentStore for SqlStore {
@@ -98,7 +159,7 @@ impl QuizStore for SqlStore {
         let sql = concat!(
             "INSERT INTO quizzes (",
             quiz_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
              ON CONFLICT (id) DO NOTHING"
         );
         let p = &quiz.progress;
@@ -119,6 +180,7 @@ impl QuizStore for SqlStore {
             .bind(p.paused_at)
             .bind(p.phase_at)
             .bind(seq_i64(p.seq)?)
+            .bind(quiz.owner.as_ref().map(|n| n.0.as_str()))
             .execute(&self.pool)
             .await
             .map_err(db)?;
@@ -197,6 +259,20 @@ impl QuizStore for SqlStore {
         Ok(())
     }
 
+    async fn save_players(
+        &self,
+        id: &QuizId,
+        epoch: Epoch,
+        players: &[PlayerRecord],
+    ) -> Result<(), StoreError> {
+        if players.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        let result = self.save_players_in(&mut tx, id, epoch, players).await;
+        tx.end(result).await
+    }
+
     async fn players(&self, id: &QuizId) -> Result<Vec<PlayerRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT player, user_id, nickname, joined_at, kicked, current_question, \
@@ -220,10 +296,18 @@ impl QuizStore for SqlStore {
             .map(|row| QuizId::parse(&text(row, "id")?).map_err(|e| corrupt("quiz id", e)))
             .collect()
     }
+
+    async fn claim(&self, id: &QuizId, node: &NodeId, epoch: Epoch) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let result = self.claim_in(&mut tx, id, node, epoch).await;
+        tx.end(result).await
+    }
 }
 
 fn decode_quiz(row: &AnyRow) -> Result<QuizRecord, StoreError> {
+    let owner: Option<String> = row.try_get("owner").map_err(db)?;
     Ok(QuizRecord {
+        owner: owner.map(NodeId),
         id: QuizId::parse(&text(row, "id")?).map_err(|e| corrupt("quiz id", e))?,
         title: text(row, "title")?,
         host: UserId::parse(&text(row, "host")?).map_err(|e| corrupt("host", e))?,

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use quiz_protocol::{Epoch, QuizId};
-use quiz_store::Stores;
+use quiz_protocol::{Epoch, NodeId, QuizId};
 use quiz_store::sql::{SqlLeaderboard, SqlStore};
+use quiz_store::{QuizStore, Stores};
 use sqlx::{AnyConnection, AssertSqlSafe, Connection};
 
 use crate::suite::{Backend, TestDb};
@@ -76,11 +76,12 @@ async fn open() -> Option<TestDb> {
             content: sql.clone(),
             quizzes: sql.clone(),
             answers: sql.clone(),
+            membership: sql.clone(),
             leaderboards: Arc::new(SqlLeaderboard::new(sql)),
         },
         bump_epoch: Box::new(move |quiz: QuizId, epoch: Epoch| {
             let sql = bump.clone();
-            async move { sql.bump_epoch(&quiz, epoch).await }.boxed()
+            async move { sql.claim(&quiz, &NodeId("next-owner".into()), epoch).await }.boxed()
         }),
     };
     Some(TestDb {

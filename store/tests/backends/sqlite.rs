@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use futures_util::FutureExt;
 use quiz_engine::Progress;
-use quiz_protocol::{Epoch, Phase, QuizId, UserId};
+use quiz_protocol::{Epoch, NodeId, Phase, QuizId, UserId};
 use quiz_store::sql::{SqlLeaderboard, SqlStore};
-use quiz_store::{QuizRecord, QuizStore, StoreError, Stores};
+use quiz_store::{League, LeagueRow, MembershipStore, QuizRecord, QuizStore, StoreError, Stores};
+use sqlx::any::AnyPoolOptions;
 
-use crate::suite::{Backend, TestDb};
+use crate::suite::{Backend, TestDb, is_fenced};
 
 /// A database file path no other test (or test process) uses.
 fn temp_db() -> PathBuf {
@@ -49,11 +50,12 @@ fn backend(sql: Arc<SqlStore>) -> Backend {
             content: sql.clone(),
             quizzes: sql.clone(),
             answers: sql.clone(),
+            membership: sql.clone(),
             leaderboards: Arc::new(SqlLeaderboard::new(sql)),
         },
         bump_epoch: Box::new(move |quiz: QuizId, epoch: Epoch| {
             let sql = bump.clone();
-            async move { sql.bump_epoch(&quiz, epoch).await }.boxed()
+            async move { sql.claim(&quiz, &NodeId("next-owner".into()), epoch).await }.boxed()
         }),
     }
 }
@@ -84,6 +86,7 @@ fn shared_quiz() -> QuizRecord {
         questions: vec![],
         created_at: 1,
         epoch: Epoch::FIRST,
+        owner: None,
         progress: Progress {
             phase: Phase::Lobby,
             question: None,
@@ -114,7 +117,12 @@ async fn creates_the_file_in_wal_mode_and_shares_it_between_pools() {
         Path::new(&format!("{}-wal", path.display())).exists(),
         "the journal is a write-ahead log"
     );
-    second.bump_epoch(&quiz, Epoch(2)).await.unwrap();
+    let node_b = NodeId("node-b".into());
+    second.claim(&quiz, &node_b, Epoch(2)).await.unwrap();
+    assert_eq!(
+        first.quiz(&quiz).await.unwrap().unwrap().owner,
+        Some(node_b)
+    );
     let fenced = first
         .save_progress(&quiz, Epoch::FIRST, &record.progress)
         .await;
@@ -150,6 +158,93 @@ async fn in_memory_database_keeps_one_connection() {
         assert_eq!(reader.await.unwrap().unwrap(), Some(record.clone()));
     }
     sql.close().await;
+}
+
+#[tokio::test]
+async fn a_database_of_the_first_schema_upgrades_in_place() {
+    // A database as the first release left it: only migration 1, and a quiz claimed twice.
+    let removed = Removed(temp_db());
+    let url = url(&removed.0);
+    sqlx::any::install_default_drivers();
+    let pool = AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&format!("{url}?mode=rwc"))
+        .await
+        .unwrap();
+    sqlx::migrate!("./migrations/sqlite")
+        .run_to(1, &pool)
+        .await
+        .unwrap();
+    let record = QuizRecord {
+        epoch: Epoch(3),
+        ..shared_quiz()
+    };
+    sqlx::query(
+        "INSERT INTO quizzes (id, title, host, question_set, settings, questions, created_at, \
+             epoch, phase, paused_ms, phase_at, seq) \
+         VALUES ($1, $2, $3, $4, $5, '[]', 1, 3, 'lobby', 0, 1, 0)",
+    )
+    .bind(record.id.as_str())
+    .bind(record.title.as_str())
+    .bind(record.host.as_str())
+    .bind(record.question_set.as_str())
+    .bind(serde_json::to_string(&record.settings).unwrap())
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let sql = SqlStore::connect(&url, 2).await.unwrap();
+    assert_eq!(sql.quiz(&record.id).await.unwrap(), Some(record.clone()));
+    assert!(sql.leases().await.unwrap().is_empty());
+    let node = NodeId("node-a".into());
+    is_fenced(sql.claim(&record.id, &node, Epoch(3)).await, 3, 3);
+    sql.claim(&record.id, &node, Epoch(4)).await.unwrap();
+    assert_eq!(
+        sql.quiz(&record.id).await.unwrap().unwrap().owner,
+        Some(node)
+    );
+    sql.close().await;
+}
+
+/// The SQL leagues keep each quiz's largest total: an older, smaller total that arrives late
+/// (a retry of an earlier batch) takes nothing away.
+#[tokio::test]
+async fn a_smaller_league_total_changes_nothing() {
+    let Some(db) = open().await else { return };
+    let b = &db.backend;
+    let quiz = shared_quiz();
+    b.stores.quizzes.create_quiz(&quiz).await.unwrap();
+    let ann = UserId::parse("ann").unwrap();
+    let lb = &b.stores.leaderboards;
+    lb.record_league(&quiz.id, "2026-W48", &[(ann.clone(), 800)])
+        .await
+        .unwrap();
+    lb.record_league(
+        &quiz.id,
+        "2026-W48",
+        &[(ann.clone(), 500), (ann.clone(), 0)],
+    )
+    .await
+    .unwrap();
+    let expected = vec![LeagueRow {
+        user: ann.clone(),
+        points: 800,
+    }];
+    assert_eq!(lb.league(&League::AllTime, 10).await.unwrap(), expected);
+    lb.record_league(&quiz.id, "2026-W48", &[(ann.clone(), 900)])
+        .await
+        .unwrap();
+    assert_eq!(
+        lb.league(&League::Weekly("2026-W48".into()), 10)
+            .await
+            .unwrap(),
+        vec![LeagueRow {
+            user: ann,
+            points: 900
+        }]
+    );
+    db.cleanup.await;
 }
 
 #[tokio::test]

@@ -15,11 +15,13 @@ use quiz_store::{Appended, QuizRecord, StandingRow, StoreError, Stores};
 
 mod answers;
 mod leaderboard;
+mod membership;
 mod quizzes;
 mod timings;
 
 pub(crate) use answers::*;
 pub(crate) use leaderboard::*;
+pub(crate) use membership::*;
 pub(crate) use quizzes::*;
 pub(crate) use timings::*;
 
@@ -56,6 +58,7 @@ macro_rules! instantiate {
             answers_of_quizzes_are_kept_apart,
             stale_epoch_writes_are_fenced_and_write_nothing,
             leaderboard_counts_each_answer_once,
+            counted_follows_the_log,
             standings_break_ties_by_tiebreak_then_player,
             removed_player_stays_off_the_standings,
             live_quizzes_exclude_ended_ones,
@@ -63,6 +66,18 @@ macro_rules! instantiate {
             concurrent_appends_store_each_key_once,
             concurrent_applies_count_each_answer_once,
             fence_holds_against_a_concurrent_bump,
+            save_players_upserts_a_batch_atomically,
+            claim_moves_owner_and_epoch,
+            writes_with_the_old_epoch_are_refused_after_a_claim,
+            concurrent_claims_of_one_epoch_have_one_winner,
+            leases_upsert_list_and_release,
+            rebuild_equals_applying_the_log,
+            rebuild_replaces_stale_standings_and_leaves_removed_players_out,
+            rebuild_is_fenced,
+            league_totals_count_once_and_grow_by_the_difference,
+            leagues_add_up_quizzes_and_keep_weeks_apart,
+            league_ties_go_to_the_smaller_user_id,
+            concurrent_league_records_count_each_total_once,
             #[ignore = "a timing report: run with --ignored --nocapture"]
             append_timings,
         );
@@ -165,6 +180,7 @@ pub(super) fn quiz(n: u32) -> QuizRecord {
         questions: questions(),
         created_at: 1_700_000_000_000,
         epoch: Epoch::FIRST,
+        owner: None,
         progress: lobby(1_700_000_000_000),
     }
 }
