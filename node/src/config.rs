@@ -123,6 +123,7 @@ impl Default for Config {
             store: StoreConfig {
                 database_url: "sqlite://.local/quiz.db".into(),
                 pool_size: 8,
+                redis: None,
             },
             session_secret: DEV_SESSION_SECRET.into(),
             session_leeway_s: 5,
@@ -148,6 +149,7 @@ impl Config {
             store: StoreConfig {
                 database_url: database_url.into(),
                 pool_size: 4,
+                redis: None,
             },
             limits: Limits {
                 shutdown_grace_s: 2,
@@ -155,6 +157,13 @@ impl Config {
             },
             ..Self::default()
         }
+    }
+
+    /// Reads a TOML file; missing fields take their defaults, unknown ones are refused.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("reading {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| ConfigError(format!("parsing {}: {e}", path.display())))
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {

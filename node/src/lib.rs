@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 pub use config::Config;
 pub use quiz_engine::Millis;
@@ -90,6 +91,37 @@ impl NodeHandle {
     }
 }
 
+/// Why [`serve`] stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("opening the store at {url}: {source}")]
+    Store {
+        url: String,
+        source: quiz_store::StoreError,
+    },
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
+
+/// What the `quiz-node` binary does: validate the config, open the stores, serve until
+/// `stop` resolves, then shut down gracefully.
+pub async fn serve(config: Config, stop: impl Future<Output = ()>) -> Result<(), ServeError> {
+    config.validate()?;
+    let stores = Stores::open(&config.store)
+        .await
+        .map_err(|source| ServeError::Store {
+            url: config.store.database_url.clone(),
+            source,
+        })?;
+    let node = start(config, stores, CancellationToken::new()).await?;
+    stop.await;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
 /// Binds the node's listeners and starts serving. Cancelling `shutdown` stops it.
 pub async fn start(
     config: Config,
@@ -109,7 +141,7 @@ pub async fn start(
     );
     let edge = edge::Edge::new(
         config.clone(),
-        shard,
+        shard.clone(),
         metrics.clone(),
         tracker.clone(),
         shutdown.clone(),
@@ -142,7 +174,12 @@ pub async fn start(
             "/metrics",
             get(move || std::future::ready(admin_metrics.render())),
         )
-        .route("/healthz", get(|| async { "ok" }));
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/admin/quizzes/{id}/rebuild-leaderboard",
+            post(rebuild_leaderboard),
+        )
+        .with_state(shard.clone());
     let stop = shutdown.clone();
     tracker.spawn(async move {
         let served = axum::serve(admin, admin_app)
@@ -150,6 +187,15 @@ pub async fn start(
             .await;
         if let Err(e) = served {
             tracing::error!(error = %e, "admin listener failed");
+        }
+    });
+    // A restarted node picks its live quizzes up at once, so that their deadlines and
+    // auto-advance run even before any phone reconnects.
+    tracker.spawn(async move {
+        match shard.load_live().await {
+            Ok(n) if n > 0 => tracing::info!(quizzes = n, "live quizzes loaded"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not list live quizzes"),
         }
     });
     tracing::info!(node = %config.node_id, %ws_addr, %admin_addr, "node started");
@@ -172,6 +218,35 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 fn local_addr(l: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {
     l.local_addr()
         .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// `POST /admin/quizzes/{id}/rebuild-leaderboard` on the admin port: rebuilds the quiz's
+/// standings in the leaderboard store from its answer log.
+async fn rebuild_leaderboard(
+    axum::extract::State(shard): axum::extract::State<Shard>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use quiz_protocol::ErrorCode;
+    let Ok(quiz) = quiz_protocol::QuizId::parse(&id) else {
+        return edge::http_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "not a quiz code",
+        );
+    };
+    match shard.rebuild_leaderboard(&quiz).await {
+        Ok(()) => {
+            axum::Json(serde_json::json!({ "quiz_id": quiz, "rebuilt": true })).into_response()
+        }
+        Err(r) => {
+            let status = match r.code {
+                ErrorCode::UnknownQuiz => StatusCode::NOT_FOUND,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            edge::http_error(status, r.code, &r.message)
+        }
+    }
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the engine's clock.

@@ -5,11 +5,10 @@
 //! ```
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
 use quiz_node::{Config, telemetry};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(version, about = "Quiz cluster shard node and WebSocket edge")]
@@ -23,26 +22,26 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let args = Args::parse();
-    let mut config: Config = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+    let config = match &args.config {
+        Some(path) => Config::load(path),
+        None => Ok(Config::default()),
+    };
+    let mut config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
         }
-        None => Config::default(),
     };
     config.log_json |= args.log_json;
-    config.validate()?;
     telemetry::init(config.log_json);
-    let stores = quiz_store::Stores::open(&config.store)
-        .await
-        .context("opening the store")?;
-    let shutdown = CancellationToken::new();
-    let node = quiz_node::start(config, stores, shutdown.clone()).await?;
-    telemetry::shutdown_signal().await;
-    tracing::info!("shutting down");
-    node.shutdown().await;
-    Ok(())
+    match quiz_node::serve(config, telemetry::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }

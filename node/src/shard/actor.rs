@@ -1,10 +1,10 @@
 //! One quiz's actor: the task that owns its [`Session`], feeds it requests and timeouts, makes
-//! its writes durable through the journal, and pushes its events to subscribed edges.
+//! its writes durable through the journal, and pushes its events to subscribed edges through
+//! the outbox.
 //!
 //! An answer is acknowledged only after the journal has appended it to the answer log; the
 //! phone's request waits in `waiters` meanwhile, together with any retry of the same answer.
-//! Events go to each edge once; a subscribed edge whose queue is full is dropped (it resyncs),
-//! so one slow edge never stalls the quiz.
+//! A phase change is announced only after it is durable (see [`super::outbox`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,12 +15,13 @@ use quiz_engine::{AnswerRecord, Effect, Session, Submit};
 use quiz_protocol::client::{Role, ServerMessage, encode_server};
 use quiz_protocol::cluster::{EdgeRequest, OwnerEvent, OwnerReply, Rejection};
 use quiz_protocol::{AnswerId, Epoch, ErrorCode, HostCommand, Phase, PlayerNo, UserId};
-use quiz_store::{Appended, Stores};
+use quiz_store::{Appended, StoreError, Stores};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::Command;
 use super::journal::{self, Journal, Written};
+use super::outbox::Outbox;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::{Millis, now_ms};
@@ -41,9 +42,13 @@ pub(super) struct QuizActor {
     session: Session,
     epoch: Epoch,
     commands: mpsc::Receiver<Command>,
-    edges: Vec<(EdgeId, mpsc::Sender<Arc<OwnerEvent>>)>,
+    outbox: Outbox,
     waiters: Waiters,
     journal: Journal,
+    /// The ISO week of the quiz, for its weekly league.
+    week: String,
+    /// Answers of this quiz in the log (as far as this actor knows: appended and settled).
+    logged: u64,
     written_tx: mpsc::Sender<Written>,
     written_rx: mpsc::Receiver<Written>,
     /// Open connections per player, across edges.
@@ -52,6 +57,8 @@ pub(super) struct QuizActor {
     ended_at: Option<Instant>,
     last_activity: Instant,
     fenced: bool,
+    /// Rebuild requests (from the admin endpoint) waiting for the board to catch up.
+    rebuild_waiters: Vec<oneshot::Sender<Result<(), Rejection>>>,
     config: Arc<Config>,
     stores: Stores,
     metrics: Metrics,
@@ -59,9 +66,12 @@ pub(super) struct QuizActor {
 }
 
 impl QuizActor {
+    #[allow(clippy::too_many_arguments)] // one call site, in `Shard::load`
     pub(super) fn new(
         session: Session,
         epoch: Epoch,
+        week: String,
+        logged: u64,
         commands: mpsc::Receiver<Command>,
         config: Arc<Config>,
         stores: Stores,
@@ -70,13 +80,19 @@ impl QuizActor {
     ) -> Self {
         let (written_tx, written_rx) = mpsc::channel(1);
         let ended_at = (session.phase() == Phase::Ended).then(Instant::now);
+        let mut journal = Journal::default();
+        // The leaderboard store may have missed answers the log has (a crash between the two
+        // writes) or lost them (a Redis failover): a newly loaded quiz starts it from the log.
+        journal.rebuild_board();
         Self {
             session,
             epoch,
+            week,
+            logged,
             commands,
-            edges: Vec::new(),
+            outbox: Outbox::default(),
             waiters: HashMap::new(),
-            journal: Journal::default(),
+            journal,
             written_tx,
             written_rx,
             connections: HashMap::new(),
@@ -84,6 +100,7 @@ impl QuizActor {
             ended_at,
             last_activity: Instant::now(),
             fenced: false,
+            rebuild_waiters: Vec::new(),
             config,
             stores,
             metrics,
@@ -155,11 +172,16 @@ impl QuizActor {
             Command::Subscribe { edge, events, done } => {
                 let full = OwnerEvent::Leaderboard(self.session.leaderboard_full());
                 if events.try_send(Arc::new(full)).is_ok() {
-                    self.edges.push((edge, events));
+                    self.outbox.subscribe(edge, events);
                 }
                 let _ = done.send(());
             }
-            Command::Unsubscribe { edge } => self.edges.retain(|(id, _)| *id != edge),
+            Command::Unsubscribe { edge } => self.outbox.unsubscribe(edge),
+            Command::RebuildLeaderboard { done } => {
+                self.journal.rebuild_board();
+                self.queue_all_league_totals();
+                self.rebuild_waiters.push(done);
+            }
         }
     }
 
@@ -343,10 +365,9 @@ impl QuizActor {
 
     /// Starts the next journal batch if none is in flight.
     fn start_write(&mut self) {
-        let Some(batch) = self
-            .journal
-            .take_batch(self.config.limits.max_write_batch, Instant::now())
-        else {
+        let max = self.config.limits.max_write_batch;
+        let now = Instant::now();
+        let Some(batch) = self.journal.take_batch(max, &self.week, self.logged, now) else {
             return;
         };
         let n = batch.answers.len();
@@ -388,22 +409,63 @@ impl QuizActor {
             }
             failed => {
                 if let Some(Err(e)) = failed {
-                    tracing::warn!(error = %e, "appending answers failed");
+                    tracing::warn!(error = %e, "appending answers failed; will append again");
                 } else if let Err(e) = &written.players {
                     tracing::warn!(error = %e, "saving players failed");
                 }
                 for record in &written.batch.answers {
                     self.settle_answer(record, None, now);
                 }
+                if !self.fenced {
+                    // The outcome is unknown: append them again until the log says.
+                    self.journal.append_again(written.batch.answers.clone());
+                }
             }
         }
-        if let Err(e) = &written.progress {
-            tracing::warn!(error = %e, "saving progress failed; will retry");
+        match &written.progress {
+            Ok(()) => {
+                if let Some(version) = written.progress_saved() {
+                    self.outbox.progress_durable(version);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "saving progress failed; will retry"),
         }
-        if let Err(e) = &written.leaderboard.1 {
-            tracing::warn!(error = %e, "leaderboard store update failed; will catch up");
+        let board_attempted = written.batch.board.is_some();
+        match &written.board {
+            Err(StoreError::NeedsRebuild(_)) => {
+                tracing::warn!("the leaderboard store lost this quiz; rebuilding from the log");
+                // Its leagues may be gone too: every total goes again.
+                self.queue_all_league_totals();
+            }
+            Err(e) => tracing::warn!(error = %e, "leaderboard store update failed; will catch up"),
+            Ok(()) => {}
         }
-        self.journal.settle(&written, Instant::now());
+        self.journal.settle(written, Instant::now());
+        if board_attempted && !self.journal.board_behind() {
+            for done in self.rebuild_waiters.drain(..) {
+                let _ = done.send(Ok(()));
+            }
+        }
+    }
+
+    /// Queues every player's current total for the leagues.
+    fn queue_all_league_totals(&mut self) {
+        let players: Vec<PlayerNo> = self
+            .session
+            .leaderboard()
+            .ranked()
+            .map(|k| k.player)
+            .collect();
+        for p in players {
+            self.queue_league_total(p);
+        }
+    }
+
+    fn queue_league_total(&mut self, player: PlayerNo) {
+        if let Some(record) = self.session.player(player).filter(|r| !r.kicked) {
+            let total = self.session.score(player).unwrap_or(0);
+            self.journal.league_total(record.user.clone(), total);
+        }
     }
 
     /// Acks or refuses one answer of a written batch (`None`: the write failed).
@@ -411,7 +473,9 @@ impl QuizActor {
         let reply = match outcome {
             Some(Appended::Inserted) if !self.fenced => {
                 self.metrics.answers.with_label_values(&["accepted"]).inc();
+                self.logged += 1;
                 let ack = self.session.commit(record, now);
+                self.queue_league_total(record.player);
                 OwnerReply::Frame(encode_server(&ServerMessage::Ack(ack)))
             }
             Some(Appended::Existing(stored))
@@ -419,7 +483,9 @@ impl QuizActor {
             {
                 // An earlier attempt of this very answer reached the log; count what it stored.
                 self.metrics.answers.with_label_values(&["accepted"]).inc();
+                self.logged += 1;
                 let ack = self.session.commit(stored, now);
+                self.queue_league_total(record.player);
                 OwnerReply::Frame(encode_server(&ServerMessage::Ack(ack)))
             }
             Some(Appended::Existing(_)) => {
@@ -435,7 +501,11 @@ impl QuizActor {
                 })
             }
             _ => {
-                self.session.abort(record);
+                // Still pending: the journal appends it again, and a retry from the phone
+                // waits for that. Only a fenced (former) owner lets it go.
+                if self.fenced {
+                    self.session.abort(record);
+                }
                 self.metrics
                     .answers
                     .with_label_values(&["unavailable"])
@@ -456,20 +526,16 @@ impl QuizActor {
     fn perform_effects(&mut self) {
         while let Some(effect) = self.session.poll_effect() {
             match effect {
-                Effect::SaveProgress(p) => self.journal.save_progress(p),
-                Effect::SavePlayer(p) => self.journal.save_player(p),
-                Effect::Send { audience, msg } => {
-                    let json = encode_server(&msg);
-                    self.broadcast(OwnerEvent::Frame {
-                        audience,
-                        seq: msg.seq(),
-                        json,
-                    });
+                Effect::SaveProgress(p) => {
+                    let version = self.outbox.progress_saved();
+                    self.journal.save_progress(p, version);
                 }
-                Effect::Leaderboard(update) => self.broadcast(OwnerEvent::Leaderboard(update)),
+                Effect::SavePlayer(p) => self.journal.save_player(p),
+                Effect::Send { audience, msg } => self.outbox.send(audience, msg),
+                Effect::Leaderboard(update) => self.outbox.event(OwnerEvent::Leaderboard(update)),
                 Effect::Kicked(player) => {
                     self.journal.remove_from_leaderboard(player);
-                    self.broadcast(OwnerEvent::Kicked { player });
+                    self.outbox.event(OwnerEvent::Kicked { player });
                 }
                 Effect::Ended => {
                     tracing::info!("quiz ended");
@@ -477,19 +543,6 @@ impl QuizActor {
                 }
             }
         }
-    }
-
-    /// Sends one event to every subscribed edge; an edge that cannot keep up is dropped.
-    fn broadcast(&mut self, event: OwnerEvent) {
-        let event = Arc::new(event);
-        self.edges
-            .retain(|(edge, tx)| match tx.try_send(event.clone()) {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(edge, error = %e, "dropping an edge that cannot keep up");
-                    false
-                }
-            });
     }
 
     /// Flushes the journal (bounded by the shutdown grace) and tells edges the quiz is gone.
@@ -516,6 +569,11 @@ impl QuizActor {
         if !self.journal.is_empty() {
             tracing::error!("stopping with writes that could not be made durable");
         }
+        for done in self.rebuild_waiters.drain(..) {
+            let _ = done.send(Err(super::unavailable(
+                "the quiz stopped before the rebuild",
+            )));
+        }
         for (_, waiters) in self.waiters.drain() {
             for w in waiters {
                 let _ = w.send(OwnerReply::Error(super::unavailable(
@@ -524,7 +582,9 @@ impl QuizActor {
             }
         }
         let ended = self.ended_at.is_some() && !self.fenced;
-        self.broadcast(OwnerEvent::Gone { ended });
+        // Straight out: events still held for a progress that never became durable are dropped;
+        // phones resume from the store's state wherever they reconnect.
+        self.outbox.broadcast(OwnerEvent::Gone { ended });
         tracing::info!("quiz unloaded");
     }
 }

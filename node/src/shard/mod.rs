@@ -9,13 +9,15 @@
 mod actor;
 pub(crate) use actor::next_edge_id;
 mod journal;
+mod outbox;
+mod week;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use quiz_engine::{QuizSpec, SavedQuiz, Session};
 use quiz_protocol::cluster::{EdgeRequest, OwnerEvent, OwnerReply, Rejection};
-use quiz_protocol::{ErrorCode, Phase, QuizId};
+use quiz_protocol::{Epoch, ErrorCode, NodeId, Phase, QuizId};
 use quiz_store::Stores;
 use tokio::sync::{OnceCell, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -41,6 +43,10 @@ pub(crate) enum Command {
     },
     Unsubscribe {
         edge: EdgeId,
+    },
+    /// Rebuild the quiz's standings in the leaderboard store from its answer log.
+    RebuildLeaderboard {
+        done: oneshot::Sender<Result<(), Rejection>>,
     },
 }
 
@@ -109,6 +115,47 @@ impl Shard {
             .map_err(|_| unavailable("the quiz stopped before the subscription"))
     }
 
+    /// Loads every quiz that has not ended, so that their timers run (deadlines, auto-advance)
+    /// before any phone comes back: what a restarted node does first. Returns how many.
+    pub(crate) async fn load_live(&self) -> Result<usize, quiz_store::StoreError> {
+        let live = self.inner.stores.quizzes.live_quizzes().await?;
+        let mut loaded = 0;
+        for quiz in &live {
+            let slot = self.slot(quiz);
+            match slot.get_or_try_init(|| self.load(quiz)).await {
+                Ok(_) => loaded += 1,
+                Err(r) => {
+                    self.forget(quiz, &slot);
+                    tracing::warn!(%quiz, reason = %r.message, "could not load a live quiz");
+                }
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Rebuilds a quiz's standings in the leaderboard store from its answer log: through its
+    /// actor when it is loaded here (so no live write races the rebuild), directly otherwise.
+    pub async fn rebuild_leaderboard(&self, quiz: &QuizId) -> Result<(), Rejection> {
+        if let Some(tx) = self.loaded(quiz) {
+            let (done, rx) = oneshot::channel();
+            if tx.send(Command::RebuildLeaderboard { done }).await.is_ok() {
+                return rx
+                    .await
+                    .unwrap_or_else(|_| Err(unavailable("the quiz stopped")));
+            }
+        }
+        let stores = &self.inner.stores;
+        let record = stores
+            .quizzes
+            .quiz(quiz)
+            .await
+            .map_err(|e| store_rejection("loading the quiz", &e))?
+            .ok_or_else(|| unknown_quiz(quiz))?;
+        journal::rebuild(stores, quiz, record.epoch)
+            .await
+            .map_err(|e| store_rejection("rebuilding the leaderboard", &e))
+    }
+
     pub(crate) async fn unsubscribe(&self, quiz: &QuizId, edge: EdgeId) {
         let sender = self.loaded(quiz);
         if let Some(tx) = sender {
@@ -159,17 +206,26 @@ impl Shard {
 
     /// Loads a quiz from the store and starts its actor.
     async fn load(&self, quiz: &QuizId) -> Result<mpsc::Sender<Command>, Rejection> {
+        if self.inner.shutdown.is_cancelled() {
+            // A phone reconnecting during shutdown must not start a quiz nobody will stop.
+            return Err(unavailable("this node is shutting down; try another"));
+        }
         let stores = &self.inner.stores;
         let record = stores
             .quizzes
             .quiz(quiz)
             .await
             .map_err(|e| store_rejection("loading the quiz", &e))?
-            .ok_or_else(|| Rejection {
-                code: ErrorCode::UnknownQuiz,
-                message: format!("there is no quiz {quiz}"),
-                answer_id: None,
-            })?;
+            .ok_or_else(|| unknown_quiz(quiz))?;
+        // Fence every earlier owner, this node's previous life included: from now on their
+        // writes carry an older epoch and are refused.
+        let epoch = Epoch(record.epoch.0 + 1);
+        let node = NodeId(self.inner.config.node_id.clone());
+        stores
+            .quizzes
+            .claim(quiz, &node, epoch)
+            .await
+            .map_err(|e| store_rejection("claiming the quiz", &e))?;
         let engine = self.inner.config.engine.clone();
         let spec = QuizSpec {
             id: record.id.clone(),
@@ -183,6 +239,7 @@ impl Shard {
             .players(quiz)
             .await
             .map_err(|e| store_rejection("loading players", &e))?;
+        let mut logged = 0;
         let session = if fresh && players.is_empty() {
             Session::new(spec, engine, now_ms())
         } else {
@@ -192,6 +249,7 @@ impl Shard {
                 .await
                 .map_err(|e| store_rejection("loading answers", &e))?;
             tracing::info!(%quiz, players = players.len(), answers = answers.len(), "restoring quiz");
+            logged = answers.len() as u64;
             let saved = SavedQuiz {
                 progress: record.progress.clone(),
                 players,
@@ -204,7 +262,9 @@ impl Shard {
         let (tx, rx) = mpsc::channel(self.inner.config.limits.quiz_queue_requests);
         let actor = actor::QuizActor::new(
             session,
-            record.epoch,
+            epoch,
+            week::iso_week(record.created_at),
+            logged,
             rx,
             self.inner.config.clone(),
             stores.clone(),
@@ -229,6 +289,14 @@ impl Shard {
 /// means a panic elsewhere already broke the process's invariants, so carry on with the data.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn unknown_quiz(quiz: &QuizId) -> Rejection {
+    Rejection {
+        code: ErrorCode::UnknownQuiz,
+        message: format!("there is no quiz {quiz}"),
+        answer_id: None,
+    }
 }
 
 pub(crate) fn unavailable(message: &str) -> Rejection {
