@@ -32,8 +32,8 @@ pub const DEMO_SET_JSON: &str = include_str!("../../content/demo.json");
 /// How to run a local system.
 #[derive(Clone, Debug)]
 pub struct LocalOptions {
-    /// The store; `None` makes a fresh SQLite file in a temporary directory.
-    pub database_url: Option<String>,
+    /// The stores; `None` makes a fresh SQLite file in a temporary directory.
+    pub store: Option<StoreConfig>,
     /// The router's public address (port 0 picks a free one).
     pub router_addr: SocketAddr,
     /// The router's admin address.
@@ -51,7 +51,7 @@ impl LocalOptions {
     pub fn for_test() -> Self {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         Self {
-            database_url: None,
+            store: None,
             router_addr: any,
             router_admin_addr: any,
             nodes: vec![(any, any)],
@@ -61,10 +61,10 @@ impl LocalOptions {
     }
 
     /// The fixed ports `quizctl up` uses: router 8080 (admin 9080), node 7001 (admin 9101).
-    pub fn fixed(database_url: String) -> Self {
+    pub fn fixed(store: StoreConfig) -> Self {
         let at = |p| SocketAddr::from(([127, 0, 0, 1], p));
         Self {
-            database_url: Some(database_url),
+            store: Some(store),
             router_addr: at(8080),
             router_admin_addr: at(9080),
             nodes: vec![(at(7001), at(9101))],
@@ -79,26 +79,20 @@ pub struct LocalSystem {
     pub router: quiz_router::RouterHandle,
     pub nodes: Vec<quiz_node::NodeHandle>,
     pub stores: Stores,
-    pub database_url: String,
+    pub store: StoreConfig,
     shutdown: CancellationToken,
     _tempdir: Option<TempDir>,
 }
 
 impl LocalSystem {
     pub async fn start(options: LocalOptions) -> anyhow::Result<LocalSystem> {
-        let (database_url, tempdir) = match options.database_url {
-            Some(url) => (url, None),
+        let (store, tempdir) = match options.store {
+            Some(store) => (store, None),
             None => {
                 let dir = TempDir::new()?;
-                (
-                    format!("sqlite://{}", dir.path().join("quiz.db").display()),
-                    Some(dir),
-                )
+                let url = format!("sqlite://{}", dir.path().join("quiz.db").display());
+                (StoreConfig::sql(url), Some(dir))
             }
-        };
-        let store = StoreConfig {
-            database_url: database_url.clone(),
-            pool_size: 8,
         };
         let stores = Stores::open(&store).await.context("opening the store")?;
         if options.seed_content {
@@ -107,7 +101,8 @@ impl LocalSystem {
         let shutdown = CancellationToken::new();
         let mut nodes = Vec::new();
         for (i, (ws, admin)) in options.nodes.iter().enumerate() {
-            let mut config = quiz_node::Config::for_test(&database_url);
+            let mut config = quiz_node::Config::for_test(&store.database_url);
+            config.store = store.clone();
             config.node_id = format!("node-{}", i + 1);
             config.listen = *ws;
             config.admin_listen = *admin;
@@ -121,7 +116,7 @@ impl LocalSystem {
         let config = quiz_router::Config {
             http_addr: options.router_addr,
             admin_addr: options.router_admin_addr,
-            store,
+            store: store.clone(),
             auth: quiz_router::AuthConfig {
                 issuer: DEV_ISSUER.into(),
                 audience: DEV_AUDIENCE.into(),
@@ -158,7 +153,7 @@ impl LocalSystem {
             router,
             nodes,
             stores,
-            database_url,
+            store,
             shutdown,
             _tempdir: tempdir,
         })

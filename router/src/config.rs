@@ -136,6 +136,7 @@ impl Default for Config {
             store: StoreConfig {
                 database_url: "sqlite://.local/quiz.db".into(),
                 pool_size: 8,
+                redis: None,
             },
             auth: AuthConfig::default(),
             session: SessionConfig::default(),
@@ -255,6 +256,7 @@ impl Config {
             store: StoreConfig {
                 database_url: "sqlite::memory:".into(),
                 pool_size: 1,
+                redis: None,
             },
             auth: AuthConfig {
                 issuer: "quiz-test-idp".into(),

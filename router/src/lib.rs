@@ -152,6 +152,47 @@ pub async fn run(
     Ok(())
 }
 
+/// Why [`serve`] stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("opening the store at {url}: {source}")]
+    Store {
+        url: String,
+        source: quiz_store::StoreError,
+    },
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
+
+/// What the `quiz-router` binary does: validate the config, open the stores, serve until
+/// `stop` resolves, then wait for requests in flight (up to the configured grace period).
+pub async fn serve(config: Config, stop: impl Future<Output = ()>) -> Result<(), ServeError> {
+    config.validate()?;
+    let stores = Stores::open(&config.store)
+        .await
+        .map_err(|source| ServeError::Store {
+            url: config.store.database_url.clone(),
+            source,
+        })?;
+    let grace = std::time::Duration::from_millis(config.shutdown_grace_ms);
+    let shutdown = CancellationToken::new();
+    let router = start(config, stores, shutdown.clone()).await?;
+    tracing::info!(http = %router.http_addr(), admin = %router.admin_addr(), "quiz-router up");
+    stop.await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    if tokio::time::timeout(grace, router.wait()).await.is_err() {
+        tracing::warn!(
+            ?grace,
+            "requests still in flight after the grace period; exiting"
+        );
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await

@@ -3,13 +3,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
 use quiz_router::Config;
-use quiz_store::Stores;
-use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -45,26 +41,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    // Before opening anything or binding any port.
-    config.validate()?;
-    let stores = Stores::open(&config.store)
-        .await
-        .with_context(|| format!("opening the store at {}", config.store.database_url))?;
-    let grace = Duration::from_millis(config.shutdown_grace_ms);
-    let shutdown = CancellationToken::new();
-    let router = quiz_router::start(config, stores, shutdown.clone()).await?;
-    tracing::info!(http = %router.http_addr(), admin = %router.admin_addr(), "quiz-router up");
-
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    shutdown.cancel();
-    if tokio::time::timeout(grace, router.wait()).await.is_err() {
-        tracing::warn!(
-            ?grace,
-            "requests still in flight after the grace period; exiting"
-        );
-    }
-    tracing::info!("stopped");
+    quiz_router::serve(config, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -12,9 +12,7 @@ use quiz_client::{Event, Options, QuizConnection, QuizView, RouterClient};
 use quiz_local::{LocalOptions, LocalSystem};
 use quiz_protocol::client::{Role, ServerMessage};
 use quiz_protocol::{Answer, QuizId, QuizSettings};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 
 /// Every test runs under this overall timeout.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -284,71 +282,31 @@ pub async fn raw_joined(url: &str, token: &str) -> quiz_client::RawSocket {
     }
 }
 
-/// A TCP proxy in front of an edge that can cut every connection through it, and refuse
-/// new ones for a while (a phone out of coverage).
+/// The TCP proxy of the harness: cut and block connections to an edge.
 pub struct Proxy {
     pub addr: SocketAddr,
-    cut: Arc<Notify>,
-    blocked: Arc<std::sync::atomic::AtomicBool>,
-    task: JoinHandle<()>,
+    inner: quiz_harness::TcpProxy,
 }
 
 impl Proxy {
     pub async fn start(target: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cut = Arc::new(Notify::new());
-        let blocked = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (c, b) = (cut.clone(), blocked.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                if b.load(std::sync::atomic::Ordering::SeqCst) {
-                    continue; // dropped at once: out of coverage
-                }
-                let cut = c.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut.notified() => {}
-                    }
-                });
-            }
-        });
+        let inner = quiz_harness::TcpProxy::start(target).await.expect("proxy");
         Proxy {
-            addr,
-            cut,
-            blocked,
-            task,
+            addr: inner.addr(),
+            inner,
         }
     }
 
-    /// Cuts every connection and refuses new ones until [`Proxy::unblock`].
+    pub fn cut(&self) {
+        self.inner.cut();
+    }
+
     pub fn block(&self) {
-        self.blocked
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        self.cut();
+        self.inner.block();
     }
 
     pub fn unblock(&self) {
-        self.blocked
-            .store(false, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Drops every connection through the proxy now (new ones still work).
-    pub fn cut(&self) {
-        self.cut.notify_waiters();
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
+        self.inner.unblock();
     }
 }
 

@@ -106,6 +106,7 @@ pub(crate) async fn create(
     let (title, questions, settings) = request.resolve(set)?;
     let now = now_ms();
     let mut record = QuizRecord {
+        owner: None,
         id: random_code(),
         title,
         host: caller.user.clone(),
