@@ -10,6 +10,7 @@
 mod host;
 mod import;
 mod play;
+mod serve;
 mod show;
 mod up;
 
@@ -48,6 +49,12 @@ enum Command {
     Play(play::Args),
     /// Validate a question set file and upload it (add or replace).
     Import(import::Args),
+    /// Rebuild a quiz's leaderboard from its answer log (admin).
+    Rebuild(serve::RebuildArgs),
+    /// Run a shard node (what the quiz-node binary does).
+    Node(serve::Args),
+    /// Run a router (what the quiz-router binary does).
+    Router(serve::Args),
 }
 
 #[tokio::main]
@@ -58,6 +65,9 @@ async fn main() {
         Command::Host(args) => host::run(args).await,
         Command::Play(args) => play::run(args).await,
         Command::Import(args) => import::run(args).await,
+        Command::Rebuild(args) => serve::rebuild(args).await,
+        Command::Node(args) => serve::node(args).await,
+        Command::Router(args) => serve::router(args).await,
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

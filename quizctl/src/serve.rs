@@ -1,0 +1,65 @@
+//! `quizctl node` and `quizctl router`: the server binaries' work, in this binary too, so that
+//! one executable can run a whole cluster as separate processes (`quizctl up`, the chaos and
+//! multi-process tests).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// TOML configuration file (see deploy/local/ for examples).
+    #[arg(long)]
+    config: PathBuf,
+    /// Log JSON lines instead of human-readable text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+pub(crate) async fn node(args: Args) -> anyhow::Result<()> {
+    let mut config = quiz_node::Config::load(&args.config)?;
+    config.log_json |= args.log_json;
+    quiz_node::telemetry::init(config.log_json);
+    quiz_node::serve(config, quiz_node::telemetry::shutdown_signal())
+        .await
+        .context("quiz node")
+}
+
+pub(crate) async fn router(args: Args) -> anyhow::Result<()> {
+    let config = quiz_router::Config::load(&args.config)?;
+    quiz_node::telemetry::init(args.log_json);
+    quiz_router::serve(config, quiz_node::telemetry::shutdown_signal())
+        .await
+        .context("quiz router")
+}
+
+#[derive(clap::Args)]
+pub(crate) struct RebuildArgs {
+    /// The quiz whose leaderboard to rebuild from its answer log.
+    #[arg(long)]
+    quiz: String,
+    /// The admin address of the node that owns it.
+    #[arg(long, default_value = "http://127.0.0.1:9101")]
+    node_admin: String,
+}
+
+/// `quizctl rebuild`: asks the owning node to rebuild a quiz's leaderboard from the log.
+pub(crate) async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
+    let quiz = quiz_protocol::QuizId::parse(&args.quiz).context("that is not a quiz code")?;
+    let url = format!(
+        "{}/admin/quizzes/{quiz}/rebuild-leaderboard",
+        args.node_admin
+    );
+    let response = reqwest::Client::new()
+        .post(&url)
+        .send()
+        .await
+        .with_context(|| url.clone())?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!("{status}: {body}");
+    }
+    println!("rebuilt the leaderboard of {quiz} from its answer log");
+    Ok(())
+}

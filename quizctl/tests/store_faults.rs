@@ -1,0 +1,368 @@
+//! The stores fail under a live quiz. PostgreSQL unreachable: phones get a retryable error,
+//! nothing is half counted, and the retries are counted once when it is back. Redis
+//! unreachable: the quiz goes on from memory and Redis catches up from the log. A quiz's Redis
+//! keys vanish: the node notices and rebuilds them from the log.
+
+mod support;
+
+use std::time::Duration;
+
+use quiz_harness::{PgDatabase, RedisCluster, TcpProxy};
+use quiz_local::{LocalOptions, LocalSystem};
+use quiz_protocol::client::Role;
+use quiz_protocol::{Answer, HostCommand, Phase, QuizId, QuizSettings};
+use quiz_store::{RedisConfig, StoreConfig, Stores};
+use support::{Phone, within};
+
+fn redis_config(redis: &RedisCluster) -> RedisConfig {
+    RedisConfig {
+        nodes: redis.seed_urls(),
+        connect_timeout_ms: 300,
+        response_timeout_ms: 300,
+        retries: 1,
+        weekly_league_weeks_kept: 8,
+    }
+}
+
+/// A local system (router + node in this process) on `store`, with a set of single-choice
+/// questions `faults`.
+async fn system(store: StoreConfig) -> LocalSystem {
+    let mut options = LocalOptions::for_test();
+    options.store = Some(store);
+    let sys = LocalSystem::start(options).await.expect("system starts");
+    let set = quiz_local::parse_set(&support::single_choice_set("faults", 4, 30)).unwrap();
+    sys.stores.content.put_question_set(&set, 0).await.unwrap();
+    sys
+}
+
+async fn phone(sys: &LocalSystem, quiz: &QuizId, user: &str, role: Role) -> Phone {
+    let router = sys.client(user, role).await.unwrap();
+    let name = if role == Role::Host { "" } else { user };
+    Phone::connect(&router, quiz, name, role).await
+}
+
+/// `url` with its `host:port` replaced by `addr`, and the `host:port` it had.
+fn through(url: &str, addr: std::net::SocketAddr) -> (String, std::net::SocketAddr) {
+    let start = url
+        .find('@')
+        .map_or(url.find("://").unwrap() + 3, |at| at + 1);
+    let end = start + url[start..].find('/').unwrap();
+    let target = url[start..end].parse().expect("a host:port of 127.0.0.1");
+    (format!("{}{addr}{}", &url[..start], &url[end..]), target)
+}
+
+/// The standings the log implies, as (player, score, tiebreak), in leaderboard order.
+async fn standings_from_log(stores: &Stores, quiz: &QuizId) -> Vec<(u32, u32, u64)> {
+    let mut by: std::collections::BTreeMap<u32, (u32, u64)> = Default::default();
+    for r in stores.answers.answers(quiz).await.unwrap() {
+        let e = by.entry(r.player.0).or_default();
+        e.0 += r.points;
+        if r.points > 0 {
+            e.1 += u64::from(r.response_ms);
+        }
+    }
+    let mut v: Vec<_> = by.into_iter().map(|(p, (s, t))| (p, s, t)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)).then(a.0.cmp(&b.0)));
+    v
+}
+
+/// Waits until the leaderboard store's standings equal the log's.
+async fn converges(stores: &Stores, quiz: &QuizId) {
+    let want = standings_from_log(stores, quiz).await;
+    let mut got = Vec::new();
+    for _ in 0..300 {
+        if let Ok(rows) = stores.leaderboards.standings(quiz, 1000).await {
+            got = rows
+                .iter()
+                .map(|r| (r.player.0, r.score, r.tiebreak))
+                .collect();
+            if got == want {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(got, want, "the leaderboard store equals the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_unreachable_gives_retryable_errors_and_counts_retries_once() {
+    within(async {
+        let pg = PgDatabase::create("pg-down").await.unwrap();
+        // The node and router reach PostgreSQL through a proxy the test can block.
+        let (_, target) = through(pg.url(), "127.0.0.1:1".parse().unwrap());
+        let proxy = TcpProxy::start(target).await.unwrap();
+        let store = StoreConfig::sql(through(pg.url(), proxy.addr()).0);
+        let sys = system(store).await;
+        let quiz = sys
+            .create_quiz(
+                "host",
+                "faults",
+                QuizSettings {
+                    close_when_all_answered: false,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let host = phone(&sys, &quiz, "host", Role::Host).await;
+        let ana = phone(&sys, &quiz, "ana", Role::Player).await;
+        host.conn.host(HostCommand::Start, None).await.unwrap();
+        ana.until(Duration::from_secs(10), |v| {
+            (v.phase == Phase::Open).then_some(())
+        })
+        .await
+        .expect("open");
+
+        proxy.block();
+        // While the store is down the answer cannot be acknowledged: the node says
+        // `unavailable` and the phone's SDK retries with the same answer_id.
+        let answering = {
+            let conn = ana.conn.clone();
+            tokio::spawn(async move { conn.answer(0, Answer::Choice(1)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        if answering.is_finished() {
+            panic!(
+                "no ack while the log cannot be written: {:?}",
+                answering.await
+            );
+        }
+        let refused = sys.nodes[0].metrics().render();
+        assert!(
+            refused.contains(r#"quiz_node_answers_total{result="unavailable"}"#),
+            "the phone was told to retry"
+        );
+        proxy.unblock();
+        let ack = answering
+            .await
+            .unwrap()
+            .expect("acknowledged once the store is back");
+        let log = sys.stores.answers.answers(&quiz).await.unwrap();
+        assert_eq!(log.len(), 1, "counted once");
+        assert_eq!(log[0].answer_id, ack.answer_id);
+        let view = ana
+            .until(Duration::from_secs(10), |v| {
+                (v.score == ack.points).then(|| v.clone())
+            })
+            .await;
+        assert!(view.is_some(), "the phone's score is the one answer's");
+        sys.shutdown().await;
+        drop(proxy);
+        pg.drop_database().await.unwrap();
+    })
+    .await;
+}
+
+/// Plays `questions` questions with `phones` phones; `during(q)` runs as question q opens.
+async fn play_quiz<F, Fut>(
+    sys: &LocalSystem,
+    quiz: &QuizId,
+    phones: usize,
+    questions: u32,
+    mut during: F,
+) -> usize
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let host = phone(sys, quiz, "host", Role::Host).await;
+    let mut players = Vec::new();
+    for i in 0..phones {
+        players.push(phone(sys, quiz, &format!("player{i}"), Role::Player).await);
+    }
+    host.conn.host(HostCommand::Start, None).await.unwrap();
+    let mut acked = 0;
+    for q in 0..questions {
+        during(q).await;
+        let mut answers = Vec::new();
+        for (i, p) in players.iter().enumerate() {
+            p.until(Duration::from_secs(30), |v| {
+                (v.phase == Phase::Open && v.question.as_ref().is_some_and(|f| f.index == q))
+                    .then_some(())
+            })
+            .await
+            .expect("the question opens");
+            let conn = p.conn.clone();
+            answers.push(tokio::spawn(async move {
+                conn.answer(q, Answer::Choice((q + i as u32) % 2)).await
+            }));
+        }
+        for a in answers {
+            a.await
+                .unwrap()
+                .expect("acknowledged: the answer path does not wait on Redis");
+            acked += 1;
+        }
+        host.until(Duration::from_secs(30), |v| {
+            (v.phase == Phase::Closed).then_some(())
+        })
+        .await
+        .expect("closes");
+        host.conn.host(HostCommand::Reveal, None).await.unwrap();
+        host.conn.host(HostCommand::Next, None).await.unwrap();
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_unreachable_the_quiz_goes_on_and_redis_catches_up() {
+    within(async {
+        let pg = PgDatabase::create("redis-down").await.unwrap();
+        let redis = RedisCluster::start(3, 1).await.unwrap();
+        let store = StoreConfig {
+            redis: Some(redis_config(&redis)),
+            ..StoreConfig::sql(pg.url())
+        };
+        let sys = system(store).await;
+        let quiz = sys
+            .create_quiz("host", "faults", QuizSettings::default())
+            .await
+            .unwrap();
+        let redis = &redis;
+        let acked = play_quiz(&sys, &quiz, 5, 4, |q| async move {
+            match q {
+                // Redis stops answering for a while in the middle of the quiz.
+                1 => redis.pause_all().unwrap(),
+                3 => redis.resume_all().unwrap(),
+                _ => {}
+            }
+        })
+        .await;
+        assert_eq!(acked, 20);
+        converges(&sys.stores, &quiz).await;
+        sys.shutdown().await;
+        pg.drop_database().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiz_whose_redis_keys_vanished_is_rebuilt_from_the_log() {
+    within(async {
+        let pg = PgDatabase::create("redis-flushed").await.unwrap();
+        let redis = RedisCluster::start(3, 1).await.unwrap();
+        let store = StoreConfig {
+            redis: Some(redis_config(&redis)),
+            ..StoreConfig::sql(pg.url())
+        };
+        let sys = system(store).await;
+        let quiz = sys
+            .create_quiz("host", "faults", QuizSettings::default())
+            .await
+            .unwrap();
+        let redis = &redis;
+        let acked = play_quiz(&sys, &quiz, 5, 4, |q| async move {
+            if q == 2 {
+                // Redis loses everything (a restart without persistence, a bad failover).
+                redis.flush_all().await.unwrap();
+            }
+        })
+        .await;
+        assert_eq!(acked, 20);
+        converges(&sys.stores, &quiz).await;
+        sys.shutdown().await;
+        pg.drop_database().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_answer_five_times_over_two_connections_counts_once_on_postgres_and_redis() {
+    within(async {
+        let pg = PgDatabase::create("dup").await.unwrap();
+        let redis = RedisCluster::start(3, 1).await.unwrap();
+        let store = StoreConfig {
+            redis: Some(redis_config(&redis)),
+            ..StoreConfig::sql(pg.url())
+        };
+        let sys = system(store).await;
+        let settings = QuizSettings {
+            close_when_all_answered: false,
+            ..Default::default()
+        };
+        let quiz = sys.create_quiz("host", "faults", settings).await.unwrap();
+        let host = phone(&sys, &quiz, "host", Role::Host).await;
+        let a = phone(&sys, &quiz, "ana", Role::Player).await;
+        let b = phone(&sys, &quiz, "ana", Role::Player).await;
+        host.conn.host(HostCommand::Start, None).await.unwrap();
+        for p in [&a, &b] {
+            p.until(Duration::from_secs(10), |v| {
+                (v.phase == Phase::Open).then_some(())
+            })
+            .await
+            .unwrap();
+        }
+        let id = quiz_protocol::AnswerId::parse("ana-once").unwrap();
+        let sends: Vec<_> = (0..5)
+            .map(|i| {
+                let conn = if i % 2 == 0 {
+                    a.conn.clone()
+                } else {
+                    b.conn.clone()
+                };
+                let id = id.clone();
+                tokio::spawn(async move { conn.answer_with_id(0, id, Answer::Choice(0)).await })
+            })
+            .collect();
+        let mut acks = Vec::new();
+        for s in sends {
+            acks.push(s.await.unwrap().expect("acknowledged"));
+        }
+        assert!(
+            acks.windows(2).all(|w| w[0] == w[1]),
+            "one ack, five times: {acks:?}"
+        );
+        assert_eq!(sys.stores.answers.answers(&quiz).await.unwrap().len(), 1);
+        converges(&sys.stores, &quiz).await;
+        let rows = sys.stores.leaderboards.standings(&quiz, 10).await.unwrap();
+        assert_eq!(rows[0].score, acks[0].points, "counted once in Redis too");
+        sys.shutdown().await;
+        pg.drop_database().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rebuild_command_restores_a_lost_leaderboard_from_the_log() {
+    within(async {
+        let pg = PgDatabase::create("rebuild").await.unwrap();
+        let redis = RedisCluster::start(3, 1).await.unwrap();
+        let store = StoreConfig {
+            redis: Some(redis_config(&redis)),
+            ..StoreConfig::sql(pg.url())
+        };
+        let sys = system(store).await;
+        let quiz = sys
+            .create_quiz("host", "faults", QuizSettings::default())
+            .await
+            .unwrap();
+        play_quiz(&sys, &quiz, 3, 4, |_| async {}).await;
+        converges(&sys.stores, &quiz).await;
+        redis.flush_all().await.unwrap();
+        assert!(
+            sys.stores
+                .leaderboards
+                .standings(&quiz, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // `quizctl rebuild --quiz CODE --node-admin URL`
+        let admin = format!("http://{}", sys.nodes[0].admin_addr());
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_quizctl"))
+            .args(["rebuild", "--quiz", quiz.as_str(), "--node-admin", &admin])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        converges(&sys.stores, &quiz).await;
+        sys.shutdown().await;
+        pg.drop_database().await.unwrap();
+    })
+    .await;
+}
