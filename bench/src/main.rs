@@ -1,0 +1,11 @@
+//! `quiz-bench`: parses the command line, installs logging and runs the bench asked for; the
+//! work is in the library.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = quiz_bench::Cli::parse();
+    quiz_bench::init_tracing();
+    quiz_bench::run(cli).await
+}
