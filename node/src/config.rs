@@ -216,6 +216,17 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_configs_load() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for file in ["deploy/local/node.toml", "deploy/production/node.toml"] {
+            let config = Config::load(&root.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            config.validate().unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+        let production = Config::load(&root.join("deploy/production/node.toml")).unwrap();
+        assert_eq!(production.store.redis.map(|r| r.nodes.len()), Some(3));
+    }
+
+    #[test]
     fn bad_values_are_refused_with_a_reason() {
         let mut c = Config::default();
         c.limits.idle_timeout_s = 10;

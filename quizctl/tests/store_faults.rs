@@ -366,3 +366,126 @@ async fn the_rebuild_command_restores_a_lost_leaderboard_from_the_log() {
     })
     .await;
 }
+
+/// Redis acknowledges a write, then a failover loses it: nothing errors, but the quiz's Redis
+/// data no longer counts every answer of the log. The node notices on its next write (the
+/// count the script returns is short) and rebuilds from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_redis_lost_silently_are_noticed_and_rebuilt() {
+    within(async {
+        let pg = PgDatabase::create("redis-lost").await.unwrap();
+        let redis = RedisCluster::start(3, 1).await.unwrap();
+        let store = StoreConfig {
+            redis: Some(redis_config(&redis)),
+            ..StoreConfig::sql(pg.url())
+        };
+        let sys = system(store).await;
+        let quiz = sys
+            .create_quiz("host", "faults", QuizSettings::default())
+            .await
+            .unwrap();
+        let seen = format!("{{quiz:{quiz}}}:seen");
+        let port = redis.ports()[0];
+        let redis_cli = |args: Vec<String>| async move {
+            let out = tokio::process::Command::new("redis-cli")
+                .args(["-c", "-p", &port.to_string()])
+                .args(&args)
+                .output()
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let (seen2, cli) = (seen.clone(), &redis_cli);
+        play_quiz(&sys, &quiz, 3, 4, |q| {
+            let seen = seen2.clone();
+            async move {
+                if q == 2 {
+                    // As if the answer of player 1 to question 0 never reached the replica that
+                    // is master now.
+                    assert_eq!(cli(vec!["SREM".into(), seen, "1:0".into()]).await, "1");
+                }
+            }
+        })
+        .await;
+        let mut restored = String::new();
+        for _ in 0..100 {
+            restored = redis_cli(vec!["SISMEMBER".into(), seen.clone(), "1:0".into()]).await;
+            if restored == "1" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            restored, "1",
+            "the lost answer is back: rebuilt from the log"
+        );
+        converges(&sys.stores, &quiz).await;
+        sys.shutdown().await;
+        pg.drop_database().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leagues_add_up_every_players_quiz_totals() {
+    within(async {
+        let pg = PgDatabase::create("leagues").await.unwrap();
+        let redis = RedisCluster::start(3, 1).await.unwrap();
+        let store = StoreConfig {
+            redis: Some(redis_config(&redis)),
+            ..StoreConfig::sql(pg.url())
+        };
+        let sys = system(store).await;
+        let first = sys
+            .create_quiz("host", "faults", QuizSettings::default())
+            .await
+            .unwrap();
+        play_quiz(&sys, &first, 3, 4, |_| async {}).await;
+        let second = sys
+            .create_quiz("host", "faults", QuizSettings::default())
+            .await
+            .unwrap();
+        play_quiz(&sys, &second, 3, 4, |_| async {}).await;
+
+        // What each user scored in the two quizzes, from the answer logs.
+        let mut want: std::collections::BTreeMap<String, u64> = Default::default();
+        for quiz in [&first, &second] {
+            let players = sys.stores.quizzes.players(quiz).await.unwrap();
+            for r in sys.stores.answers.answers(quiz).await.unwrap() {
+                let user = players
+                    .iter()
+                    .find(|p| p.player == r.player)
+                    .unwrap()
+                    .user
+                    .to_string();
+                *want.entry(user).or_default() += u64::from(r.points);
+            }
+        }
+        // A league lists the users who scored.
+        want.retain(|_, points| *points > 0);
+        let mut got: std::collections::BTreeMap<String, u64> = Default::default();
+        for _ in 0..100 {
+            let rows = sys
+                .stores
+                .leaderboards
+                .league(&quiz_store::League::AllTime, 100)
+                .await
+                .unwrap();
+            got = rows
+                .into_iter()
+                .map(|r| (r.user.to_string(), r.points))
+                .collect();
+            if got == want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            got, want,
+            "the all-time league is the sum of each user's quiz totals"
+        );
+        sys.shutdown().await;
+        pg.drop_database().await.unwrap();
+    })
+    .await;
+}

@@ -448,6 +448,17 @@ impl LimitsConfig {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_shipped_configs_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let local = Config::load(&root.join("deploy/local/router.toml")).unwrap();
+        local.validate().unwrap();
+        // The production file parses; its key is a placeholder until deployed.
+        let production = Config::load(&root.join("deploy/production/router.toml")).unwrap();
+        assert!(production.store.redis.is_some());
+        assert!(!production.auth.dev_tokens);
+    }
+
     fn problems(config: &Config) -> String {
         config.validate().unwrap_err().to_string()
     }

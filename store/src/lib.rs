@@ -220,6 +220,17 @@ pub trait LeaderboardStore: Send + Sync + 'static {
         epoch: Epoch,
         player: PlayerNo,
     ) -> Result<(), StoreError>;
+    /// [`LeaderboardStore::apply`] for one quiz's answers, then [`LeaderboardStore::counted`]:
+    /// what the answer path calls. Backends override it to do both in one round trip.
+    async fn apply_counted(
+        &self,
+        quiz: &QuizId,
+        epoch: Epoch,
+        records: &[AnswerRecord],
+    ) -> Result<u64, StoreError> {
+        self.apply(epoch, records).await?;
+        self.counted(quiz).await
+    }
     /// How many answers of a quiz the standings count (each (player, question) once, removed
     /// players' included): a writer compares it with its answer log to notice writes the store
     /// acknowledged and then lost (a Redis failover), and rebuilds. [`StoreError::NeedsRebuild`]
@@ -245,7 +256,8 @@ pub trait LeaderboardStore: Send + Sync + 'static {
         week: &str,
         totals: &[(UserId, u32)],
     ) -> Result<(), StoreError>;
-    /// The first `limit` rows of a league, best first (ties: the user id).
+    /// The first `limit` rows of a league, best first (ties: the user id). Users who never
+    /// scored are not listed.
     async fn league(&self, league: &League, limit: usize) -> Result<Vec<LeagueRow>, StoreError>;
 }
 

@@ -123,7 +123,7 @@ end
 ";
 
 /// KEYS: epoch, gen, seen, gone, pts, tb, lb. ARGV: epoch, then (player, question, points,
-/// response_ms) per record. Returns how many players changed.
+/// response_ms) per record. Returns how many answers the standings count now.
 const LUA_APPLY: &str = r"
 local refused = fence_and_check_gen()
 if refused then return refused end
@@ -149,7 +149,7 @@ for _, player in ipairs(order) do
   local tb = redis.call('HINCRBY', KEYS[6], player, string.format('%d', ms[player]))
   redis.call('ZADD', KEYS[7], string.format('%d', -score), member(tb, player))
 end
-return #order
+return redis.call('SCARD', KEYS[3])
 ";
 
 /// KEYS: epoch, gen, gone, pts, tb, lb. ARGV: epoch, player.
@@ -442,7 +442,7 @@ impl RedisLeaderboard {
         quiz: &QuizId,
         epoch: Epoch,
         records: &[&AnswerRecord],
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let keys = self.quiz_keys(quiz);
         let mut call = self.scripts.apply.prepare_invoke();
         call.key(&keys.epoch)
@@ -459,10 +459,9 @@ impl RedisLeaderboard {
                 .arg(r.points)
                 .arg(r.response_ms);
         }
-        call.invoke_async::<i64>(connection)
+        call.invoke_async::<u64>(connection)
             .await
-            .map_err(|e| script_error(e, quiz, epoch))?;
-        Ok(())
+            .map_err(|e| script_error(e, quiz, epoch))
     }
 
     /// Writes one rebuild's staged keys, chunk by chunk.
@@ -559,6 +558,32 @@ impl LeaderboardStore for RedisLeaderboard {
             .await
             .map_err(|e| script_error(e, quiz, epoch))?;
         Ok(())
+    }
+
+    async fn apply_counted(
+        &self,
+        quiz: &QuizId,
+        epoch: Epoch,
+        records: &[AnswerRecord],
+    ) -> Result<u64, StoreError> {
+        let records: Vec<&AnswerRecord> = records.iter().collect();
+        if records.iter().any(|r| &r.quiz != quiz) {
+            return Err(StoreError::Corrupt(format!(
+                "apply_counted of {quiz} got another quiz's answers"
+            )));
+        }
+        if records.is_empty() {
+            return self.counted(quiz).await;
+        }
+        let mut connection = self.connection().await?;
+        // The script returns the count after each chunk: the last one is current.
+        let mut counted = 0;
+        for chunk in records.chunks(CHUNK) {
+            counted = self
+                .apply_chunk(&mut connection, quiz, epoch, chunk)
+                .await?;
+        }
+        Ok(counted)
     }
 
     async fn counted(&self, quiz: &QuizId) -> Result<u64, StoreError> {

@@ -353,12 +353,11 @@ async fn write_board(
         let mut records = work.backlog.clone();
         records.extend_from_slice(fresh);
         if !records.is_empty() {
-            lb.apply(epoch, &records).await?;
             // A Redis failover can lose writes it had acknowledged: the board must count
             // every answer of the log. Fewer means some were lost: rebuild from the log.
             // (More can happen for a moment: an answer whose append looked failed but went
             // through is in the log before this node counts it.)
-            let counted = lb.counted(quiz).await?;
+            let counted = lb.apply_counted(quiz, epoch, &records).await?;
             let expected = work.logged + fresh.len() as u64;
             if counted < expected {
                 tracing::warn!(%quiz, counted, expected, "the leaderboard store lost answers");

@@ -36,6 +36,7 @@ use crate::metrics::{Metrics, status_class};
 pub(crate) mod content;
 pub(crate) mod dev;
 pub(crate) mod join;
+mod leagues;
 pub(crate) mod quizzes;
 
 /// What every handler shares.
@@ -144,7 +145,9 @@ pub(crate) fn routes(app: AppState) -> Router {
         .route("/v1/quizzes", post(quizzes::create))
         .route("/v1/quizzes/{id}", get(quizzes::info))
         .route("/v1/quizzes/{id}/standings", get(quizzes::standings))
-        .route("/v1/quizzes/{id}/join", post(join::join));
+        .route("/v1/quizzes/{id}/join", post(join::join))
+        .route("/v1/leagues/weekly/{week}", get(leagues::weekly))
+        .route("/v1/leagues/all-time", get(leagues::all_time));
     // Absent, not refused, when disabled: a production router has no such route at all.
     if app.auth.dev_tokens() {
         router = router.route("/v1/dev/token", post(dev::token));

@@ -6,5 +6,6 @@ mod auth;
 mod content;
 mod faults;
 mod join;
+mod leagues;
 mod quizzes;
 mod support;

@@ -409,9 +409,16 @@ pub(crate) async fn counted_follows_the_log(b: &Backend) {
         scored(&id, 2, 0, 0, 5_000),
         scored(&id, 1, 1, 600, 3_000),
     ];
-    lb.apply(Epoch::FIRST, &batch).await.unwrap();
-    lb.apply(Epoch::FIRST, &batch).await.unwrap();
-    assert_eq!(lb.counted(&id).await.unwrap(), 3, "each answer once");
+    assert_eq!(
+        lb.apply_counted(&id, Epoch::FIRST, &batch).await.unwrap(),
+        3
+    );
+    assert_eq!(
+        lb.apply_counted(&id, Epoch::FIRST, &batch).await.unwrap(),
+        3,
+        "each answer once"
+    );
+    assert_eq!(lb.counted(&id).await.unwrap(), 3);
     // A removed player's answers are in the log too, so they are counted (not scored).
     lb.remove_player(&id, Epoch::FIRST, PlayerNo(2))
         .await
