@@ -103,6 +103,14 @@ impl QuizView {
                     ..QuizView::default()
                 };
                 self.apply_leaderboard(&w.leaderboard);
+                if w.phase == Phase::Ended {
+                    // Joined after the end: the snapshot's leaderboard is the final one.
+                    self.ended = Some(Ended {
+                        seq: w.seq,
+                        top: w.leaderboard.top.clone().unwrap_or_default(),
+                        players: w.leaderboard.players,
+                    });
+                }
             }
             ServerMessage::Resumed(r) => {
                 self.role = Some(r.you.role);
@@ -162,7 +170,10 @@ impl QuizView {
                 }
             }
             ServerMessage::Leaderboard(lb) => self.apply_leaderboard(lb),
-            ServerMessage::HostOk(ok) => self.phase = ok.phase,
+            // The phase moves with the sequenced events only: a `host_ok` can overtake the
+            // event its command caused, and taking its phase would let that event, arriving
+            // next, look like a step back.
+            ServerMessage::HostOk(_) => {}
             ServerMessage::Pong(_) => {}
             ServerMessage::Error(_) => {}
         }
@@ -260,6 +271,39 @@ mod tests {
                 answered: None,
             },
         }))
+    }
+
+    #[test]
+    fn a_host_ok_ahead_of_its_event_does_not_move_the_phase() {
+        let mut view = QuizView::new();
+        let mut w = welcome();
+        if let ServerMessage::Welcome(w) = &mut w {
+            w.phase = Phase::Closed;
+        }
+        view.apply(&w);
+        view.apply(&ServerMessage::HostOk(quiz_protocol::client::HostOk {
+            command: quiz_protocol::HostCommand::Reveal,
+            phase: Phase::Reveal,
+            reference: None,
+        }));
+        assert_eq!(
+            view.phase,
+            Phase::Closed,
+            "still closed until the reveal arrives"
+        );
+    }
+
+    #[test]
+    fn a_welcome_after_the_end_carries_the_final_standings() {
+        let mut view = QuizView::new();
+        let mut w = welcome();
+        if let ServerMessage::Welcome(w) = &mut w {
+            w.phase = Phase::Ended;
+            w.leaderboard.top = Some(vec![TopEntry("Ana".into(), 900)]);
+        }
+        view.apply(&w);
+        let ended = view.ended.expect("the end is known");
+        assert_eq!(ended.top, vec![TopEntry("Ana".into(), 900)]);
     }
 
     #[test]

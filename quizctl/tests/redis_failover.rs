@@ -78,7 +78,8 @@ async fn a_redis_master_dies_mid_quiz_and_the_leaderboard_still_equals_the_log()
                 eprintln!("killed Redis master {master}");
             }
             host.until(Duration::from_secs(60), |v| {
-                (v.phase == Phase::Closed).then_some(())
+                (v.phase == Phase::Closed && v.question.as_ref().is_some_and(|f| f.index == q))
+                    .then_some(())
             })
             .await
             .expect("closes");

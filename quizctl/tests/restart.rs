@@ -94,8 +94,9 @@ async fn two_sigkills_lose_nothing_acknowledged_and_count_nothing_twice() {
         let acks = acks.lock().unwrap().clone();
         assert!(
             acks.len() > PHONES * 5,
-            "most answers were acknowledged ({})",
-            acks.len()
+            "most answers were acknowledged ({}); node log:\n{}",
+            acks.len(),
+            node.log()
         );
         for ((i, q), ack) in &acks {
             let player = by_nick[format!("Pupil-{i}").as_str()];
@@ -211,8 +212,10 @@ async fn play(
 }
 
 /// The host reveals each question once it has closed and moves on, retrying across restarts.
+/// After an accepted command it waits for the view to move, because the `host_ok` can arrive
+/// before the broadcast that shows the new phase: looking too early would send `next` twice
+/// and skip a question.
 async fn drive_host(host: &Phone) {
-    let mut last_index = None;
     loop {
         let view = host
             .until(Duration::from_secs(60), |v| match v.phase {
@@ -228,12 +231,15 @@ async fn drive_host(host: &Phone) {
             Phase::Reveal => HostCommand::Next,
             _ => continue,
         };
-        if view.phase == Phase::Reveal && last_index == view.question.as_ref().map(|q| q.index) {
-            // Next already sent for this reveal; wait for the quiz to move.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let before = (view.phase, view.question.as_ref().map(|q| q.index));
         match host.conn.host(command, None).await {
-            Ok(_) => last_index = view.question.as_ref().map(|q| q.index),
+            Ok(_) => {
+                // If the view does not move (the node died right after acking), look again.
+                host.until(Duration::from_secs(5), |v| {
+                    ((v.phase, v.question.as_ref().map(|q| q.index)) != before).then_some(())
+                })
+                .await;
+            }
             Err(RequestError::Rejected(_))
             | Err(RequestError::Disconnected)
             | Err(RequestError::NotConnected)

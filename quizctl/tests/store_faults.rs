@@ -128,7 +128,7 @@ async fn postgres_unreachable_gives_retryable_errors_and_counts_retries_once() {
                 answering.await
             );
         }
-        let refused = sys.nodes[0].metrics().render();
+        let refused = sys.node(0).metrics().render();
         assert!(
             refused.contains(r#"quiz_node_answers_total{result="unavailable"}"#),
             "the phone was told to retry"
@@ -195,7 +195,8 @@ where
             acked += 1;
         }
         host.until(Duration::from_secs(30), |v| {
-            (v.phase == Phase::Closed).then_some(())
+            (v.phase == Phase::Closed && v.question.as_ref().is_some_and(|f| f.index == q))
+                .then_some(())
         })
         .await
         .expect("closes");
@@ -349,7 +350,7 @@ async fn the_rebuild_command_restores_a_lost_leaderboard_from_the_log() {
                 .is_empty()
         );
         // `quizctl rebuild --quiz CODE --node-admin URL`
-        let admin = format!("http://{}", sys.nodes[0].admin_addr());
+        let admin = format!("http://{}", sys.node(0).admin_addr());
         let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_quizctl"))
             .args(["rebuild", "--quiz", quiz.as_str(), "--node-admin", &admin])
             .output()

@@ -5,7 +5,6 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,7 +63,7 @@ impl NodeProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_quizctl"))
             .args(["node", "--config"])
             .arg(&self.config)
-            .stdout(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
