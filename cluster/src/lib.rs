@@ -36,7 +36,7 @@
 //!         let _ = writer.finish();
 //!     }
 //! });
-//! let ring = ClusterMessage::Ring { epoch: 1, nodes: vec![] };
+//! let ring = ClusterMessage::Ring { epoch: 1, members: vec![] };
 //! assert_eq!(to_a.request(&ring, Duration::from_secs(1)).await?, ring);
 //! # Ok(()) }
 //! ```

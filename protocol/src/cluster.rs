@@ -142,6 +142,18 @@ pub struct LeaderboardUpdate {
     pub removed: Vec<PlayerNo>,
 }
 
+/// A member of the ring, and where to reach it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct RingMember {
+    pub node: NodeId,
+    /// Share of quizzes relative to the other members.
+    pub weight: u32,
+    /// Where phones reach its edge.
+    pub ws_url: String,
+    /// Where nodes and routers reach it over QUIC (`host:port`).
+    pub cluster_addr: String,
+}
+
 /// Every message of the cluster protocol.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub enum ClusterMessage {
@@ -171,10 +183,10 @@ pub enum ClusterMessage {
         quiz: QuizId,
         event: OwnerEvent,
     },
-    /// The ring: members and their weights, under an epoch that only increases.
+    /// The ring: its members, under an epoch that only increases.
     Ring {
         epoch: u64,
-        nodes: Vec<(NodeId, u32)>,
+        members: Vec<RingMember>,
     },
 }
 
@@ -276,7 +288,12 @@ mod tests {
             },
             ClusterMessage::Ring {
                 epoch: 2,
-                nodes: vec![(NodeId("node-1".into()), 1)],
+                members: vec![RingMember {
+                    node: NodeId("node-1".into()),
+                    weight: 1,
+                    ws_url: "ws://127.0.0.1:7001/v1/ws".into(),
+                    cluster_addr: "127.0.0.1:7101".into(),
+                }],
             },
         ]
     }

@@ -1,14 +1,21 @@
 //! The router's configuration: one TOML file, every field optional with a documented default
 //! (`router/router.example.toml` shows them all).
 //! [`Config::validate`] checks everything that can be checked without binding a port
-//! (addresses, keys, secrets, the node list, limits), so a bad file fails before anything runs.
+//! (addresses, keys, secrets, the node list or the cluster's certificates, limits), so a bad
+//! file fails before anything runs.
+//!
+//! Two ways to know the shard nodes: a static list (`[[nodes]]`: a fixed ring at epoch 1, for
+//! single-machine runs and tests), or dynamic membership (`[cluster]`: the ring follows the
+//! nodes' leases in the store, see `membership`). Exactly one of them is set.
 
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use jsonwebtoken::DecodingKey;
+use quiz_cluster::{ClusterTls, TlsError};
+use quiz_protocol::NodeId;
 use quiz_store::StoreConfig;
 use serde::{Deserialize, Serialize};
 
@@ -32,8 +39,13 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The session tokens handed out at join, which the nodes check.
     pub session: SessionConfig,
-    /// The shard nodes that form the ring (epoch 1). Default: none, which `validate` refuses.
+    /// The shard nodes that form a fixed ring (epoch 1). Default: none. Set either this or
+    /// `cluster`, not both.
     pub nodes: Vec<NodeConfig>,
+    /// Dynamic membership: the ring is made from the nodes' leases in the store, agreed with
+    /// the other routers through the store, and pushed to the nodes over QUIC. Default: none
+    /// (then `nodes` must list the nodes).
+    pub cluster: Option<ClusterConfig>,
     /// Virtual nodes per unit of node weight. More spreads quizzes more evenly; each costs
     /// about 40 bytes and lengthens a lookup by a few nanoseconds. Default 160.
     pub vnodes_per_weight: u32,
@@ -102,6 +114,40 @@ pub struct NodeConfig {
     pub weight: u32,
 }
 
+/// Dynamic membership: how this router joins the cluster's QUIC network, and how often it reads
+/// the leases and pushes the ring.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The cluster's name; the nodes refuse a peer that names another. Default `quiz`.
+    pub name: String,
+    /// This router's name in the cluster, such as `router-1`. Its certificate must be issued
+    /// for this name. Default `router`.
+    pub router_id: String,
+    /// The cluster CA's certificate, a PEM file (a bundle of several while rotating the CA).
+    /// Required.
+    pub ca_cert: PathBuf,
+    /// This router's certificate chain, a PEM file, leaf first, issued by the CA for
+    /// `router_id` (`quizctl ca` issues one). Required.
+    pub cert: PathBuf,
+    /// This router's private key, a PEM file (PKCS#8, PKCS#1 or SEC1). Required.
+    pub key: PathBuf,
+    /// The UDP address the router's QUIC endpoint binds; it only connects out, so port 0 is
+    /// fine. Use `[::]:0` when nodes have IPv6 addresses. Default `0.0.0.0:0`.
+    pub bind_addr: SocketAddr,
+    /// How often the leases (and the stored ring) are read, in milliseconds: how late, at
+    /// most, a lost or new node is noticed after its lease says so. Each poll is two small
+    /// reads from the store. Default 250.
+    pub poll_interval_ms: u64,
+    /// The current ring is pushed to every node this often even when it has not changed, in
+    /// milliseconds (a new epoch is pushed at once): how late a node that missed a push, or
+    /// restarted, learns the ring. Default 2000.
+    pub push_interval_ms: u64,
+    /// One push to one node (connecting included) gives up after this, in milliseconds; the
+    /// node is retried at the next push. Default 1000.
+    pub push_timeout_ms: u64,
+}
+
 /// Token buckets: `per_minute` refills the bucket, `burst` is its size.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -128,6 +174,37 @@ fn one() -> u32 {
     1
 }
 
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            name: "quiz".into(),
+            router_id: "router".into(),
+            ca_cert: PathBuf::new(),
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            bind_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            poll_interval_ms: 250,
+            push_interval_ms: 2000,
+            push_timeout_ms: 1000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Loads the CA, the certificate and the key, and checks that the certificate is the
+    /// CA's and issued for `router_id`.
+    pub fn tls(&self) -> Result<ClusterTls, TlsError> {
+        let tls = ClusterTls::from_pem_files(&self.ca_cert, &self.cert, &self.key)?;
+        if !tls.is_valid_for(&NodeId(self.router_id.clone())) {
+            return Err(TlsError::Config(format!(
+                "the certificate is not issued for router_id {:?}",
+                self.router_id
+            )));
+        }
+        Ok(tls)
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -141,6 +218,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             session: SessionConfig::default(),
             nodes: Vec::new(),
+            cluster: None,
             vnodes_per_weight: quiz_protocol::ring::DEFAULT_VNODES_PER_WEIGHT,
             limits: LimitsConfig::default(),
             max_body_bytes: 1 << 20,
@@ -338,8 +416,17 @@ impl Config {
     }
 
     fn check_nodes(&self, bad: &mut impl FnMut(&str, &str)) {
-        if self.nodes.is_empty() {
-            bad("nodes", "at least one shard node is required");
+        match (&self.cluster, self.nodes.is_empty()) {
+            (None, true) => bad(
+                "nodes",
+                "list at least one shard node, or set [cluster] for dynamic membership",
+            ),
+            (Some(_), false) => bad(
+                "cluster",
+                "set either nodes (a fixed ring) or [cluster] (dynamic membership), not both",
+            ),
+            (Some(cluster), true) => cluster.check(bad),
+            (None, false) => {}
         }
         let mut ids = HashSet::new();
         for (i, node) in self.nodes.iter().enumerate() {
@@ -356,6 +443,42 @@ impl Config {
             if !(1..=MAX_NODE_WEIGHT).contains(&node.weight) {
                 bad(&at("weight"), "must be 1-100");
             }
+        }
+    }
+}
+
+impl ClusterConfig {
+    fn check(&self, bad: &mut impl FnMut(&str, &str)) {
+        if self.name.is_empty() || self.name.len() > 64 {
+            bad("cluster.name", "must be 1-64 characters");
+        }
+        let id = &self.router_id;
+        if id.is_empty() || id.len() > 64 || id.chars().any(char::is_control) {
+            bad("cluster.router_id", "must be 1-64 characters");
+        }
+        let paths = [
+            ("cluster.ca_cert", &self.ca_cert),
+            ("cluster.cert", &self.cert),
+            ("cluster.key", &self.key),
+        ];
+        let mut missing = false;
+        for (field, path) in paths {
+            if path.as_os_str().is_empty() {
+                bad(field, "must be set (a PEM file)");
+                missing = true;
+            }
+        }
+        if !missing && let Err(e) = self.tls() {
+            bad("cluster", &e.to_string());
+        }
+        if !(10..=60_000).contains(&self.poll_interval_ms) {
+            bad("cluster.poll_interval_ms", "must be 10-60000");
+        }
+        if !(100..=600_000).contains(&self.push_interval_ms) {
+            bad("cluster.push_interval_ms", "must be 100-600000");
+        }
+        if !(50..=60_000).contains(&self.push_timeout_ms) {
+            bad("cluster.push_timeout_ms", "must be 50-60000");
         }
     }
 }
@@ -575,6 +698,97 @@ mod tests {
         assert!(problems(&config).contains("session.secret"));
         config.session.secret = config.auth.hs256_secret.clone().unwrap();
         assert!(problems(&config).contains("must differ"));
+    }
+
+    /// A `[cluster]` section with certificate files from a fresh CA, issued for `issued_for`.
+    fn cluster_files(dir: &Path, issued_for: &str) -> String {
+        let ca = quiz_cluster::ClusterCa::generate("quiz").unwrap();
+        let issued = ca.issue(issued_for).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.cert_pem()).unwrap();
+        std::fs::write(dir.join("router.pem"), issued.cert_pem).unwrap();
+        std::fs::write(dir.join("router.key"), issued.key_pem).unwrap();
+        format!(
+            r#"
+            [auth]
+            hs256_secret = "0123456789abcdef0123456789abcdef"
+            [session]
+            secret = "fedcba9876543210fedcba9876543210"
+            [cluster]
+            router_id = "router-1"
+            ca_cert = "{0}/ca.pem"
+            cert = "{0}/router.pem"
+            key = "{0}/router.key"
+            "#,
+            dir.display()
+        )
+    }
+
+    #[test]
+    fn a_cluster_section_replaces_the_node_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::from_toml(&cluster_files(dir.path(), "router-1")).unwrap();
+        config.validate().unwrap();
+        let cluster = config.cluster.as_ref().unwrap();
+        assert_eq!(cluster.name, "quiz");
+        assert_eq!(cluster.bind_addr.to_string(), "0.0.0.0:0");
+        assert_eq!(
+            (
+                cluster.poll_interval_ms,
+                cluster.push_interval_ms,
+                cluster.push_timeout_ms
+            ),
+            (250, 2000, 1000)
+        );
+
+        // Both ways at once is refused, as is a section that names no certificates.
+        let mut both = config.clone();
+        both.nodes = Config::for_test().nodes;
+        assert!(problems(&both).contains("cluster: set either nodes"));
+        let mut bare = config.clone();
+        bare.cluster = Some(ClusterConfig::default());
+        let msg = problems(&bare);
+        for field in ["cluster.ca_cert", "cluster.cert", "cluster.key"] {
+            assert!(msg.contains(field), "{msg}");
+        }
+    }
+
+    #[test]
+    fn cluster_certificates_and_intervals_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        // A certificate issued for another name.
+        let config = Config::from_toml(&cluster_files(dir.path(), "router-2")).unwrap();
+        assert!(
+            problems(&config).contains("not issued for router_id \"router-1\""),
+            "{}",
+            problems(&config)
+        );
+        // A missing file.
+        let mut config = Config::from_toml(&cluster_files(dir.path(), "router-1")).unwrap();
+        let cluster = config.cluster.as_mut().unwrap();
+        cluster.key = dir.path().join("missing.key");
+        assert!(
+            problems(&config).contains("missing.key"),
+            "{}",
+            problems(&config)
+        );
+
+        let mut config = Config::from_toml(&cluster_files(dir.path(), "router-1")).unwrap();
+        let cluster = config.cluster.as_mut().unwrap();
+        cluster.poll_interval_ms = 0;
+        cluster.push_interval_ms = 10;
+        cluster.push_timeout_ms = 0;
+        cluster.router_id = String::new();
+        cluster.name = String::new();
+        let msg = problems(&config);
+        for field in [
+            "cluster.poll_interval_ms",
+            "cluster.push_interval_ms",
+            "cluster.push_timeout_ms",
+            "cluster.router_id",
+            "cluster.name",
+        ] {
+            assert!(msg.contains(field), "{field}: {msg}");
+        }
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub(crate) enum ApiError {
     /// A fault the client cannot fix but may retry: the detail is logged, not sent.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The ring has no node to place a quiz on (none has a live lease, or all are draining).
+    /// Retryable: nodes come back or join.
+    #[error("no node in the ring")]
+    NoNodeServing,
     #[error("store: {0}")]
     Store(#[from] StoreError),
     /// A bug or an impossible state: the detail is logged, not sent.
@@ -81,7 +85,7 @@ impl ApiError {
             InvalidContent(_) => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidContent),
             Nickname { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, *code),
             RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
-            Unavailable(_) | Store(StoreError::Unavailable(_)) => {
+            Unavailable(_) | NoNodeServing | Store(StoreError::Unavailable(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable)
             }
             Store(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
@@ -103,6 +107,7 @@ impl ApiError {
             MethodNotAllowed => "this method is not allowed here".into(),
             PayloadTooLarge(max) => format!("the request body is over {max} bytes"),
             UnknownQuiz => "no quiz with this code".into(),
+            NoNodeServing => "no node is serving; retry".into(),
             QuizEnded => "this quiz has ended".into(),
             InvalidContent(_) => "the content is invalid; see errors".into(),
             RateLimited { retry_after_s } => {
@@ -119,7 +124,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if status.is_server_error() {
+        if let ApiError::NoNodeServing = self {
+            // A state of the cluster, logged by the membership task when it begins; not a
+            // fault of this request, and every join would repeat it.
+            tracing::debug!(%code, error = %self, "request refused");
+        } else if status.is_server_error() {
             tracing::error!(%code, error = %self, "request failed");
         } else {
             tracing::debug!(%code, error = %self, "request refused");

@@ -2,11 +2,15 @@
 //! JWTs), imports question sets, creates quizzes, and answers joins with a session token and
 //! the WebSocket URLs of the quiz's nodes, taken from the hash ring
 //! ([`quiz_protocol::ring`]). It holds no quiz state: the store has the quizzes, the nodes run
-//! them.
+//! them. With `[cluster]` configured it also keeps the ring: it follows the nodes' leases,
+//! agrees on each ring epoch with the other routers through the store, and pushes it to the
+//! nodes over QUIC.
 //!
 //! - [`config`]: the config file, its defaults and its validation.
 //! - `api`: the public HTTP API; `auth`: tokens; `limit`: rate limits in bounded memory;
-//!   `metrics`: Prometheus metrics, served with `/healthz` on a separate admin listener.
+//!   `metrics`: Prometheus metrics, served with `/healthz` and `/v1/cluster/ring` on a
+//!   separate admin listener.
+//! - `membership`: the ring in use, fixed or from the leases, and its push to the nodes.
 //!
 //! Embedding: [`start`] binds both listeners and returns a [`RouterHandle`]; [`run`] also
 //! waits until the shutdown token is cancelled and requests in flight are done.
@@ -31,11 +35,14 @@ mod auth;
 pub mod config;
 mod error;
 mod limit;
+mod membership;
 mod metrics;
 mod net;
 
 pub use auth::KeyError;
-pub use config::{AuthConfig, Config, ConfigError, LimitsConfig, NodeConfig, SessionConfig};
+pub use config::{
+    AuthConfig, ClusterConfig, Config, ConfigError, LimitsConfig, NodeConfig, SessionConfig,
+};
 
 use api::{App, AppState};
 use metrics::Metrics;
@@ -55,6 +62,9 @@ pub enum StartError {
     },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The cluster certificates, or the QUIC endpoint of dynamic membership.
+    #[error("cluster: {0}")]
+    Cluster(#[from] quiz_cluster::ClusterError),
 }
 
 /// A running router. Dropping it leaves the router running until the token passed to
@@ -73,7 +83,7 @@ impl RouterHandle {
         self.http_addr
     }
 
-    /// Where `/metrics` and `/healthz` listen.
+    /// Where `/metrics`, `/healthz` and `/v1/cluster/ring` listen.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
     }
@@ -91,8 +101,9 @@ impl RouterHandle {
     }
 }
 
-/// Validates `config`, binds both listeners and starts serving. Cancelling `shutdown` (or
-/// calling [`RouterHandle::shutdown`]) stops it gracefully.
+/// Validates `config`, binds both listeners (and, with `[cluster]`, the QUIC endpoint) and
+/// starts serving. Cancelling `shutdown` (or calling [`RouterHandle::shutdown`]) stops it
+/// gracefully. With `[cluster]`, the ring already in the store is in use when this returns.
 pub async fn start(
     config: Config,
     stores: Stores,
@@ -100,15 +111,33 @@ pub async fn start(
 ) -> Result<RouterHandle, StartError> {
     config.validate()?;
     let auth = auth::Auth::new(&config.auth, &config.session)?;
-    let app: AppState = Arc::new(App::new(&config, auth, stores, Metrics::new()?));
+    let metrics = Metrics::new()?;
 
     let http = bind(config.http_addr).await?;
     let admin = bind(config.admin_addr).await?;
     let http_addr = local_addr(&http, config.http_addr)?;
     let admin_addr = local_addr(&admin, config.admin_addr)?;
 
+    let (ring, dynamic) = match &config.cluster {
+        None => (membership::fixed(&config, &metrics.ring), None),
+        Some(cluster) => {
+            let (dynamic, ring) = membership::Dynamic::prepare(
+                cluster,
+                config.vnodes_per_weight,
+                stores.membership.clone(),
+                metrics.ring.clone(),
+            )
+            .await?;
+            (ring, Some(dynamic))
+        }
+    };
+    let app: AppState = Arc::new(App::new(&config, auth, stores, metrics, ring));
+
     let shutdown = shutdown.child_token();
     let tasks = TaskTracker::new();
+    if let Some(dynamic) = dynamic {
+        dynamic.spawn(&tasks, shutdown.clone());
+    }
 
     let public = api::routes(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let listener = LimitedListener::new(http, config.max_connections).tap_io(|s| s.set_nodelay());
@@ -133,7 +162,11 @@ pub async fn start(
         }
     });
     tasks.close();
-    tracing::info!(%http_addr, %admin_addr, nodes = config.nodes.len(), "router serving");
+    let membership = match &config.cluster {
+        None => "static",
+        Some(_) => "dynamic",
+    };
+    tracing::info!(%http_addr, %admin_addr, membership, nodes = config.nodes.len(), "router serving");
     Ok(RouterHandle {
         http_addr,
         admin_addr,
@@ -205,11 +238,12 @@ fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, St
         .map_err(|source| StartError::Bind { addr, source })
 }
 
-/// The admin listener: metrics and health, for the operator's network only.
+/// The admin listener: metrics, health and the ring in use, for the operator's network only.
 fn admin_routes(app: AppState) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(api::healthz))
+        .route("/v1/cluster/ring", get(api::cluster_ring))
         .with_state(app)
 }
 

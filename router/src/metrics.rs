@@ -3,7 +3,7 @@
 //! never a quiz code or a user id.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// Every metric the router exports.
@@ -17,6 +17,21 @@ pub(crate) struct Metrics {
     pub(crate) joins: IntCounterVec,
     /// Requests refused by a rate limit, by limit.
     pub(crate) rate_limited: IntCounterVec,
+    /// The ring this router places quizzes with.
+    pub(crate) ring: RingMetrics,
+}
+
+/// The ring and its membership task. Cheap to clone (the metrics are shared).
+#[derive(Clone)]
+pub(crate) struct RingMetrics {
+    /// The epoch of the ring in use (0 before the first is published).
+    pub(crate) epoch: IntGauge,
+    /// Its members.
+    pub(crate) members: IntGauge,
+    /// Pushes of the ring to one node, by result: `ok` or `failed`.
+    pub(crate) pushes: IntCounterVec,
+    /// Reads of the leases and the stored ring, by result: `ok` or `failed` (the store).
+    pub(crate) polls: IntCounterVec,
 }
 
 impl Metrics {
@@ -47,6 +62,28 @@ impl Metrics {
             Opts::new("rate_limited_total", "Requests refused by a rate limit"),
             &["limit"],
         )?;
+        let ring = RingMetrics {
+            epoch: IntGauge::new("ring_epoch", "Epoch of the ring in use")?,
+            members: IntGauge::new("ring_members", "Members of the ring in use")?,
+            pushes: IntCounterVec::new(
+                Opts::new(
+                    "ring_pushes_total",
+                    "Pushes of the ring to a node by result",
+                ),
+                &["result"],
+            )?,
+            polls: IntCounterVec::new(
+                Opts::new(
+                    "ring_polls_total",
+                    "Reads of the leases and the stored ring by result",
+                ),
+                &["result"],
+            )?,
+        };
+        registry.register(Box::new(ring.epoch.clone()))?;
+        registry.register(Box::new(ring.members.clone()))?;
+        registry.register(Box::new(ring.pushes.clone()))?;
+        registry.register(Box::new(ring.polls.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_latency.clone()))?;
         registry.register(Box::new(joins.clone()))?;
@@ -57,6 +94,7 @@ impl Metrics {
             http_latency,
             joins,
             rate_limited,
+            ring,
         })
     }
 

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use quiz_engine::{AnswerRecord, Millis, PlayerRecord, Progress};
+use quiz_protocol::cluster::RingMember;
 use quiz_protocol::{Epoch, NodeId, PlayerNo, Question, QuestionSet, QuizId, QuizSettings, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -88,6 +89,14 @@ pub struct NodeLease {
     pub draining: bool,
     pub renewed_at: Millis,
     pub expires_at: Millis,
+}
+
+/// The ring every router and node agrees on: its members under an epoch that only grows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingRecord {
+    pub epoch: u64,
+    pub members: Vec<RingMember>,
+    pub updated_at: Millis,
 }
 
 /// A cross-quiz leaderboard (the leagues language apps run).
@@ -176,6 +185,9 @@ pub trait QuizStore: Send + Sync + 'static {
     /// ([`StoreError::Fenced`] otherwise: someone claimed it first). From then on writes with an
     /// older epoch are refused. Waits for writes that passed the old epoch's fence.
     async fn claim(&self, id: &QuizId, node: &NodeId, epoch: Epoch) -> Result<(), StoreError>;
+    /// The owner gives the quiz up (a handoff): clears the owner if it is still `node` at
+    /// `epoch`, so the next owner need not wait for `node`'s lease. A no-op otherwise.
+    async fn release(&self, id: &QuizId, node: &NodeId, epoch: Epoch) -> Result<(), StoreError>;
 }
 
 /// Cluster membership: node leases, in the durable store so that every router sees the same
@@ -188,6 +200,12 @@ pub trait MembershipStore: Send + Sync + 'static {
     async fn leases(&self) -> Result<Vec<NodeLease>, StoreError>;
     /// Removes a node's lease (it left gracefully).
     async fn release_lease(&self, node: &NodeId) -> Result<(), StoreError>;
+    /// The current ring, if one was ever published.
+    async fn ring(&self) -> Result<Option<RingRecord>, StoreError>;
+    /// Publishes `ring` if it is the next epoch (the stored one is `ring.epoch - 1`, or none
+    /// is stored and `ring.epoch` is 1). `Ok(false)`: another router published first; read
+    /// [`MembershipStore::ring`] and adopt it.
+    async fn publish_ring(&self, ring: &RingRecord) -> Result<bool, StoreError>;
 }
 
 /// The durable record of answers.

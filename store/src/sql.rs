@@ -4,9 +4,9 @@
 //! settings; migrations, one folder per dialect under `migrations/`), the fencing rule that
 //! every epoch-carrying write follows, the mapping of sqlx errors onto [`StoreError`], and the
 //! helpers that turn rows into domain values. The stores are in submodules: `quizzes`
-//! (question sets, quizzes, progress, players, ownership claims), `answers` (the answer log),
-//! `membership` (node leases), `leaderboard` (the embedded leaderboard store) and `league`
-//! (its cross-quiz leagues).
+//! (question sets, quizzes, progress, players, ownership claims and releases), `answers` (the
+//! answer log), `membership` (node leases and the published ring), `leaderboard` (the embedded
+//! leaderboard store) and `league` (its cross-quiz leagues).
 //!
 //! Fencing: a write carrying epoch `e` is refused when the quiz's stored epoch is greater than
 //! `e`, and the check and the write are atomic. On SQLite a write is either one statement or a

@@ -56,7 +56,12 @@ pub(crate) fn quiz() -> QuizId {
 pub(crate) fn ring(epoch: u64) -> ClusterMessage {
     ClusterMessage::Ring {
         epoch,
-        nodes: vec![(node("node-1"), 1)],
+        members: vec![quiz_protocol::cluster::RingMember {
+            node: node("node-1"),
+            weight: 1,
+            ws_url: "ws://127.0.0.1:7001/v1/ws".into(),
+            cluster_addr: "127.0.0.1:7101".into(),
+        }],
     }
 }
 

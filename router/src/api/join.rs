@@ -95,9 +95,9 @@ async fn admit(
         }
         Role::Player => clean(&request.nickname)?,
     };
-    let ws_urls = app.placement.ws_urls(&quiz.id);
+    let ws_urls = app.placement().ws_urls(&quiz.id);
     if ws_urls.is_empty() {
-        return Err(ApiError::Unavailable("no shard node in the ring".into()));
+        return Err(ApiError::NoNodeServing);
     }
     let session_token =
         app.auth

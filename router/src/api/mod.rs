@@ -6,8 +6,9 @@
 //! - [`quizzes`]: create a quiz, read it, its final standings.
 //! - [`join`]: join a quiz: check, place on the ring, sign a session token.
 //! - [`dev`]: the dev token issuer, routed only when enabled.
+//!
+//! [`cluster_ring`] and [`healthz`] are also served on the admin listener.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,8 +23,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use quiz_protocol::ring::Ring;
-use quiz_protocol::{NodeId, QuizId, UserId};
+use quiz_protocol::UserId;
 use quiz_store::Stores;
 use serde::de::DeserializeOwned;
 
@@ -31,6 +31,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::limit::{RateLimiter, client_key, retry_after_secs};
+use crate::membership::{CurrentRing, Placement};
 use crate::metrics::{Metrics, status_class};
 
 pub(crate) mod content;
@@ -45,18 +46,15 @@ pub(crate) type AppState = Arc<App>;
 pub(crate) struct App {
     pub(crate) auth: Auth,
     pub(crate) stores: Stores,
-    pub(crate) placement: Placement,
+    /// The ring in use: fixed, or kept current by the membership tasks.
+    ring: CurrentRing,
+    /// Whether the ring follows the leases (`[cluster]`) rather than the config's `nodes`.
+    dynamic_membership: bool,
     pub(crate) limits: Limits,
     pub(crate) metrics: Metrics,
     trust_forwarded_for: bool,
     max_body_bytes: usize,
     request_timeout: Duration,
-}
-
-/// The ring and the WebSocket URL of each of its nodes.
-pub(crate) struct Placement {
-    ring: Ring,
-    urls: HashMap<NodeId, String>,
 }
 
 /// The rate limiters.
@@ -70,25 +68,19 @@ pub(crate) struct Limits {
 }
 
 impl App {
-    pub(crate) fn new(config: &Config, auth: Auth, stores: Stores, metrics: Metrics) -> App {
-        let nodes: Vec<(NodeId, u32)> = config
-            .nodes
-            .iter()
-            .map(|n| (NodeId(n.id.clone()), n.weight))
-            .collect();
-        let urls = config
-            .nodes
-            .iter()
-            .map(|n| (NodeId(n.id.clone()), n.ws_url.clone()))
-            .collect();
+    pub(crate) fn new(
+        config: &Config,
+        auth: Auth,
+        stores: Stores,
+        metrics: Metrics,
+        ring: CurrentRing,
+    ) -> App {
         let l = &config.limits;
         App {
             auth,
             stores,
-            placement: Placement {
-                ring: Ring::new(1, &nodes, config.vnodes_per_weight),
-                urls,
-            },
+            ring,
+            dynamic_membership: config.cluster.is_some(),
             limits: Limits {
                 join: RateLimiter::new(
                     l.joins_per_ip_per_minute,
@@ -120,16 +112,10 @@ impl App {
             retry_after_s: retry_after_secs(wait),
         }
     }
-}
 
-impl Placement {
-    /// WebSocket URLs for a quiz: its owner's edge first (it saves a hop), then the fallbacks.
-    pub(crate) fn ws_urls(&self, quiz: &QuizId) -> Vec<String> {
-        self.ring
-            .preference(quiz)
-            .iter()
-            .filter_map(|node| self.urls.get(node).cloned())
-            .collect()
+    /// The ring in use now. A clone of the current epoch's placement: the watch is not held.
+    pub(crate) fn placement(&self) -> Arc<Placement> {
+        Arc::clone(&self.ring.borrow())
     }
 }
 
@@ -162,6 +148,15 @@ pub(crate) fn routes(app: AppState) -> Router {
 
 pub(crate) async fn healthz() -> &'static str {
     "ok"
+}
+
+/// `GET /v1/cluster/ring` (admin listener): the ring in use, for operators and tests:
+/// `{"mode": "static"|"dynamic", "epoch", "updated_at", "members": [{"node", "weight",
+/// "ws_url", "cluster_addr"}]}`. Epoch 0 and no members before the first ring is published;
+/// a fixed ring has epoch 1, no `updated_at`, and empty cluster addresses.
+pub(crate) async fn cluster_ring(State(app): State<AppState>) -> Response {
+    let placement = app.placement();
+    Json(placement.view(app.dynamic_membership)).into_response()
 }
 
 async fn not_found() -> ApiError {

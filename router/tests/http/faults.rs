@@ -93,6 +93,9 @@ impl QuizStore for Faulty {
     async fn claim(&self, id: &QuizId, node: &NodeId, e: Epoch) -> Result<(), StoreError> {
         self.inner.quizzes.claim(id, node, e).await
     }
+    async fn release(&self, id: &QuizId, node: &NodeId, e: Epoch) -> Result<(), StoreError> {
+        self.inner.quizzes.release(id, node, e).await
+    }
 }
 
 #[tokio::test]

@@ -3,9 +3,12 @@
 
 mod admin;
 mod auth;
+mod cluster;
 mod content;
 mod faults;
 mod join;
 mod leagues;
+mod membership;
+mod push;
 mod quizzes;
 mod support;

@@ -251,7 +251,7 @@ pub(crate) fn sample_set() -> Value {
 }
 
 /// The stores the router under test uses: SQLite in a temporary directory.
-async fn test_stores() -> (Stores, Option<tempfile::TempDir>) {
+pub(crate) async fn test_stores() -> (Stores, Option<tempfile::TempDir>) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("quiz.db").display());
     let config = StoreConfig {

@@ -302,6 +302,20 @@ impl QuizStore for SqlStore {
         let result = self.claim_in(&mut tx, id, node, epoch).await;
         tx.end(result).await
     }
+
+    async fn release(&self, id: &QuizId, node: &NodeId, epoch: Epoch) -> Result<(), StoreError> {
+        let _writer = self.writer().await;
+        // One conditional UPDATE: a newer claim (another owner, or a higher epoch) is left as
+        // it is, and so is a quiz that is gone. The epoch stays: the next owner claims above it.
+        sqlx::query("UPDATE quizzes SET owner = NULL WHERE id = $1 AND owner = $2 AND epoch = $3")
+            .bind(id.as_str())
+            .bind(node.0.as_str())
+            .bind(epoch_i64(epoch)?)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
 }
 
 fn decode_quiz(row: &AnyRow) -> Result<QuizRecord, StoreError> {

@@ -149,6 +149,9 @@ impl QuizStore for QuizzesWithBoards {
         self.sql.claim(id, node, epoch).await?;
         self.boards.fence(id, epoch).await
     }
+    async fn release(&self, id: &QuizId, node: &NodeId, epoch: Epoch) -> Result<(), StoreError> {
+        self.sql.release(id, node, epoch).await
+    }
 }
 
 async fn open() -> Option<TestDb> {

@@ -197,6 +197,7 @@ async fn a_database_of_the_first_schema_upgrades_in_place() {
     let sql = SqlStore::connect(&url, 2).await.unwrap();
     assert_eq!(sql.quiz(&record.id).await.unwrap(), Some(record.clone()));
     assert!(sql.leases().await.unwrap().is_empty());
+    assert_eq!(sql.ring().await.unwrap(), None);
     let node = NodeId("node-a".into());
     is_fenced(sql.claim(&record.id, &node, Epoch(3)).await, 3, 3);
     sql.claim(&record.id, &node, Epoch(4)).await.unwrap();

@@ -1,7 +1,9 @@
-//! Cases for cluster membership: node leases, and claims that move a quiz's ownership.
+//! Cases for cluster membership: node leases, the published ring, and claims and releases
+//! that move a quiz's ownership.
 
 use quiz_protocol::NodeId;
-use quiz_store::NodeLease;
+use quiz_protocol::cluster::RingMember;
+use quiz_store::{NodeLease, RingRecord};
 
 use super::*;
 
@@ -18,6 +20,23 @@ fn lease(name: &str, expires_at: i64) -> NodeLease {
         draining: false,
         renewed_at: expires_at - 10_000,
         expires_at,
+    }
+}
+
+fn member(name: &str, weight: u32) -> RingMember {
+    RingMember {
+        node: node(name),
+        weight,
+        ws_url: format!("ws://{name}.quiz.internal:8080/v1/ws"),
+        cluster_addr: format!("{name}.quiz.internal:7000"),
+    }
+}
+
+fn ring(epoch: u64, members: &[(&str, u32)]) -> RingRecord {
+    RingRecord {
+        epoch,
+        members: members.iter().map(|(n, w)| member(n, *w)).collect(),
+        updated_at: 1_700_000_000_000 + i64::try_from(epoch).unwrap(),
     }
 }
 
@@ -204,4 +223,129 @@ pub(crate) async fn leases_upsert_list_and_release(b: &Backend) {
     // A released node comes back with a fresh lease.
     m.renew_lease(&expired).await.unwrap();
     assert_eq!(m.leases().await.unwrap().len(), 3);
+}
+
+/// A router publishes the first ring, then the next ones, each adopted whole by a reader.
+pub(crate) async fn ring_publishes_in_epoch_order_and_reads_back(b: &Backend) {
+    let m = &b.stores.membership;
+    assert_eq!(m.ring().await.unwrap(), None);
+    // Nothing is stored: only epoch 1 can be published.
+    assert!(!m.publish_ring(&ring(2, &[("node-a", 1)])).await.unwrap());
+    assert!(!m.publish_ring(&ring(0, &[("node-a", 1)])).await.unwrap());
+    assert_eq!(m.ring().await.unwrap(), None);
+
+    let first = ring(1, &[("node-a", 1), ("node-b", 2)]);
+    assert!(m.publish_ring(&first).await.unwrap());
+    assert_eq!(m.ring().await.unwrap(), Some(first));
+
+    // Members may go (all of them: an empty ring is a ring) and come back.
+    let second = ring(2, &[("node-b", 2)]);
+    assert!(m.publish_ring(&second).await.unwrap());
+    assert_eq!(m.ring().await.unwrap(), Some(second));
+    let empty = ring(3, &[]);
+    assert!(m.publish_ring(&empty).await.unwrap());
+    assert_eq!(m.ring().await.unwrap(), Some(empty));
+    let fourth = ring(4, &[("node-a", 3), ("node-c", 1)]);
+    assert!(m.publish_ring(&fourth).await.unwrap());
+    assert_eq!(m.ring().await.unwrap(), Some(fourth));
+}
+
+/// A ring that is not the next epoch (the current one again, an older one, or one that skips
+/// ahead) changes nothing.
+pub(crate) async fn a_ring_that_is_not_the_next_epoch_loses(b: &Backend) {
+    let m = &b.stores.membership;
+    for epoch in 1..=3 {
+        assert!(
+            m.publish_ring(&ring(epoch, &[("node-a", 1)]))
+                .await
+                .unwrap()
+        );
+    }
+    let stored = m.ring().await.unwrap();
+    for stale in [
+        ring(3, &[("node-z", 1)]),
+        ring(2, &[("node-z", 1)]),
+        ring(1, &[("node-z", 1)]),
+        ring(5, &[("node-z", 1)]),
+    ] {
+        assert!(
+            !m.publish_ring(&stale).await.unwrap(),
+            "epoch {}",
+            stale.epoch
+        );
+        assert_eq!(m.ring().await.unwrap(), stored, "epoch {}", stale.epoch);
+    }
+}
+
+/// Eight routers publish different rings under the same epoch at once, several rounds in a
+/// row, the first round included (which inserts the row): each round exactly one wins, and
+/// the store holds the winner's ring.
+pub(crate) async fn concurrent_ring_publishers_of_one_epoch_have_one_winner(b: &Backend) {
+    for epoch in 1..=5u64 {
+        let publishers: Vec<_> = (0..8u32)
+            .map(|n| {
+                let membership = b.stores.membership.clone();
+                let proposal = ring(epoch, &[(&format!("node-{n}"), n + 1)]);
+                tokio::spawn(async move {
+                    let won = membership.publish_ring(&proposal).await.unwrap();
+                    (proposal, won)
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for publisher in publishers {
+            let (proposal, won) = publisher.await.unwrap();
+            if won {
+                winners.push(proposal);
+            }
+        }
+        assert_eq!(winners.len(), 1, "epoch {epoch}: {winners:?}");
+        assert_eq!(
+            b.stores.membership.ring().await.unwrap().as_ref(),
+            Some(&winners[0])
+        );
+    }
+}
+
+/// A release clears the owner only while it is still the releasing node at the releasing
+/// epoch; the epoch stays, and the next claim goes above it.
+pub(crate) async fn release_clears_only_the_matching_owner_and_epoch(b: &Backend) {
+    let id = created(b, 1).await;
+    let q = &b.stores.quizzes;
+    let owner = |r: QuizRecord| (r.owner, r.epoch);
+    q.claim(&id, &node("node-a"), Epoch(2)).await.unwrap();
+
+    // Another node, an older epoch, a newer epoch: none is the current claim.
+    q.release(&id, &node("node-b"), Epoch(2)).await.unwrap();
+    q.release(&id, &node("node-a"), Epoch(1)).await.unwrap();
+    q.release(&id, &node("node-a"), Epoch(3)).await.unwrap();
+    assert_eq!(
+        owner(q.quiz(&id).await.unwrap().unwrap()),
+        (Some(node("node-a")), Epoch(2))
+    );
+
+    q.release(&id, &node("node-a"), Epoch(2)).await.unwrap();
+    assert_eq!(
+        q.quiz(&id).await.unwrap().unwrap(),
+        QuizRecord {
+            epoch: Epoch(2),
+            owner: None,
+            ..quiz(1)
+        },
+        "a release clears the owner, and only the owner"
+    );
+    // Again: still released, no error.
+    q.release(&id, &node("node-a"), Epoch(2)).await.unwrap();
+    is_fenced(q.claim(&id, &node("node-b"), Epoch(2)).await, 2, 2);
+    q.claim(&id, &node("node-b"), Epoch(3)).await.unwrap();
+    // The old owner's late release does not undo the new claim.
+    q.release(&id, &node("node-a"), Epoch(2)).await.unwrap();
+    assert_eq!(
+        owner(q.quiz(&id).await.unwrap().unwrap()),
+        (Some(node("node-b")), Epoch(3))
+    );
+    // A quiz that does not exist: nothing to release.
+    q.release(&quiz_id(9), &node("node-a"), Epoch(2))
+        .await
+        .unwrap();
 }
