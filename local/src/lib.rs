@@ -44,6 +44,9 @@ pub struct LocalOptions {
     pub seed_content: bool,
     /// Changes to every node's configuration (limits, engine settings).
     pub node_config: fn(&mut quiz_node::Config),
+    /// Run the nodes as a cluster: QUIC between them under a CA made for the run, leases, and
+    /// a router that builds the ring from the leases. Without it the router has a fixed ring.
+    pub cluster: bool,
 }
 
 impl LocalOptions {
@@ -57,6 +60,17 @@ impl LocalOptions {
             nodes: vec![(any, any)],
             seed_content: true,
             node_config: |_| {},
+            cluster: false,
+        }
+    }
+
+    /// `nodes` nodes in a cluster, everything on port 0, short leases: for cluster tests.
+    pub fn cluster_for_test(nodes: usize) -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            nodes: vec![(any, any); nodes],
+            cluster: true,
+            ..Self::for_test()
         }
     }
 
@@ -70,53 +84,169 @@ impl LocalOptions {
             nodes: vec![(at(7001), at(9101))],
             seed_content: true,
             node_config: |_| {},
+            cluster: false,
         }
     }
 }
 
 /// A running local system.
 pub struct LocalSystem {
-    pub router: quiz_router::RouterHandle,
-    pub nodes: Vec<quiz_node::NodeHandle>,
+    router: Option<quiz_router::RouterHandle>,
+    /// The nodes; `None` while one is stopped.
+    pub nodes: Vec<Option<quiz_node::NodeHandle>>,
+    /// Each node's configuration, with the ports it bound (so a restart reuses them).
+    node_configs: Vec<quiz_node::Config>,
+    ca: Option<quiz_cluster::ClusterCa>,
     pub stores: Stores,
     pub store: StoreConfig,
     shutdown: CancellationToken,
-    _tempdir: Option<TempDir>,
+    options: LocalOptions,
+    _tempdir: TempDir,
 }
 
 impl LocalSystem {
     pub async fn start(options: LocalOptions) -> anyhow::Result<LocalSystem> {
-        let (store, tempdir) = match options.store {
-            Some(store) => (store, None),
-            None => {
-                let dir = TempDir::new()?;
-                let url = format!("sqlite://{}", dir.path().join("quiz.db").display());
-                (StoreConfig::sql(url), Some(dir))
-            }
+        let dir = TempDir::new()?;
+        let store = match &options.store {
+            Some(store) => store.clone(),
+            None => StoreConfig::sql(format!("sqlite://{}", dir.path().join("quiz.db").display())),
         };
         let stores = Stores::open(&store).await.context("opening the store")?;
         if options.seed_content {
             seed(&stores).await?;
         }
-        let shutdown = CancellationToken::new();
-        let mut nodes = Vec::new();
-        for (i, (ws, admin)) in options.nodes.iter().enumerate() {
-            let mut config = quiz_node::Config::for_test(&store.database_url);
-            config.store = store.clone();
-            config.node_id = format!("node-{}", i + 1);
-            config.listen = *ws;
-            config.admin_listen = *admin;
-            config.session_secret = DEV_SESSION_SECRET.into();
-            (options.node_config)(&mut config);
-            let node = quiz_node::start(config, stores.clone(), shutdown.child_token())
-                .await
-                .with_context(|| format!("starting node-{}", i + 1))?;
-            nodes.push(node);
+        let ca = match options.cluster {
+            true => Some(quiz_cluster::ClusterCa::generate("local").context("a cluster CA")?),
+            false => None,
+        };
+        let mut system = LocalSystem {
+            router: None,
+            nodes: Vec::new(),
+            node_configs: Vec::new(),
+            ca,
+            stores,
+            store,
+            shutdown: CancellationToken::new(),
+            options: options.clone(),
+            _tempdir: dir,
+        };
+        for (ws, admin) in options.nodes.clone() {
+            system.add_node(ws, admin).await?;
         }
-        let config = quiz_router::Config {
-            http_addr: options.router_addr,
-            admin_addr: options.router_admin_addr,
-            store: store.clone(),
+        system.router = Some(system.start_router().await?);
+        if system.ca.is_some() {
+            system.wait_for_ring(system.nodes.len()).await?;
+        }
+        Ok(system)
+    }
+
+    fn node_config(
+        &self,
+        i: usize,
+        ws: SocketAddr,
+        admin: SocketAddr,
+    ) -> anyhow::Result<quiz_node::Config> {
+        let mut config = quiz_node::Config::for_test(&self.store.database_url);
+        config.store = self.store.clone();
+        config.node_id = format!("node-{}", i + 1);
+        config.listen = ws;
+        config.admin_listen = admin;
+        config.session_secret = DEV_SESSION_SECRET.into();
+        if let Some(ca) = &self.ca {
+            let issued = ca.issue(&config.node_id).context("a node certificate")?;
+            config.cluster = Some(quiz_node::config::ClusterConfig {
+                name: "local".into(),
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                ca_cert: ca.cert_pem(),
+                cert: issued.cert_pem,
+                key: issued.key_pem,
+                lease_ttl_ms: 1000,
+                lease_renew_ms: 200,
+                ring_poll_ms: 200,
+                handoff_wait_ms: 1000,
+                peer_timeout_ms: 2000,
+                peer_idle_timeout_ms: 2000,
+                ..Default::default()
+            });
+        }
+        (self.options.node_config)(&mut config);
+        Ok(config)
+    }
+
+    /// Starts one more node (in a cluster it joins the ring).
+    pub async fn add_node(&mut self, ws: SocketAddr, admin: SocketAddr) -> anyhow::Result<usize> {
+        let i = self.node_configs.len();
+        let config = self.node_config(i, ws, admin)?;
+        self.node_configs.push(config);
+        self.nodes.push(None);
+        self.start_node(i).await?;
+        Ok(i)
+    }
+
+    /// Starts node `i` (again), on the ports it had.
+    pub async fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
+        let config = self.node_configs[i].clone();
+        // A node stopped a moment ago may still be letting go of its ports (connections
+        // draining): try again for a few seconds.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let node = loop {
+            match quiz_node::start(
+                config.clone(),
+                self.stores.clone(),
+                self.shutdown.child_token(),
+            )
+            .await
+            {
+                Ok(node) => break node,
+                Err(e) if port_in_use(&e) && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e).with_context(|| format!("starting node-{}", i + 1)),
+            }
+        };
+        // Pin the ports it bound, so that a restart keeps its URLs.
+        let c = &mut self.node_configs[i];
+        c.listen = node.ws_addr();
+        c.admin_listen = node.admin_addr();
+        if let (Some(cluster), Some(addr)) = (c.cluster.as_mut(), node.cluster_addr()) {
+            cluster.listen = addr;
+        }
+        self.nodes[i] = Some(node);
+        Ok(())
+    }
+
+    /// Stops node `i`: gracefully (its quizzes move at once), or as a crash (they move when
+    /// its lease expires).
+    pub async fn stop_node(&mut self, i: usize, crash: bool) {
+        if let Some(node) = self.nodes[i].take() {
+            if crash {
+                node.crash().await;
+            } else {
+                node.shutdown().await;
+            }
+        }
+    }
+
+    /// The router.
+    pub fn router(&self) -> &quiz_router::RouterHandle {
+        // Set by `start` before it returns the system.
+        self.router
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("the router starts with the system"))
+    }
+
+    /// A running node.
+    pub fn node(&self, i: usize) -> &quiz_node::NodeHandle {
+        self.nodes[i]
+            .as_ref()
+            .unwrap_or_else(|| panic!("node-{} is stopped", i + 1))
+    }
+
+    async fn start_router(&self) -> anyhow::Result<quiz_router::RouterHandle> {
+        let mut config = quiz_router::Config {
+            http_addr: self.options.router_addr,
+            admin_addr: self.options.router_admin_addr,
+            store: self.store.clone(),
             auth: quiz_router::AuthConfig {
                 issuer: DEV_ISSUER.into(),
                 audience: DEV_AUDIENCE.into(),
@@ -133,35 +263,75 @@ impl LocalSystem {
             limits: quiz_router::LimitsConfig {
                 joins_per_ip_per_minute: 1_000_000,
                 join_burst: 1_000_000,
+                quiz_creations_per_user_per_minute: 1_000_000,
+                quiz_creation_burst: 1_000_000,
                 ..Default::default()
             },
-            nodes: nodes
-                .iter()
-                .enumerate()
-                .map(|(i, n)| quiz_router::NodeConfig {
-                    id: format!("node-{}", i + 1),
-                    ws_url: n.ws_url(),
-                    weight: 1,
-                })
-                .collect(),
             ..Default::default()
         };
-        let router = quiz_router::start(config, stores.clone(), shutdown.child_token())
+        match &self.ca {
+            None => {
+                config.nodes = self
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, n)| n.as_ref().map(|n| (i, n)))
+                    .map(|(i, n)| quiz_router::NodeConfig {
+                        id: format!("node-{}", i + 1),
+                        ws_url: n.ws_url(),
+                        weight: 1,
+                    })
+                    .collect();
+            }
+            Some(ca) => {
+                let issued = ca.issue("router").context("the router's certificate")?;
+                let dir = self._tempdir.path();
+                let (ca_path, cert, key) = (
+                    dir.join("ca.pem"),
+                    dir.join("router.pem"),
+                    dir.join("router.key"),
+                );
+                std::fs::write(&ca_path, ca.cert_pem())?;
+                std::fs::write(&cert, issued.cert_pem)?;
+                std::fs::write(&key, issued.key_pem)?;
+                config.cluster = Some(quiz_router::ClusterConfig {
+                    name: "local".into(),
+                    router_id: "router".into(),
+                    ca_cert: ca_path,
+                    cert,
+                    key,
+                    bind_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                    poll_interval_ms: 100,
+                    push_interval_ms: 1000,
+                    push_timeout_ms: 1000,
+                });
+            }
+        }
+        quiz_router::start(config, self.stores.clone(), self.shutdown.child_token())
             .await
-            .context("starting the router")?;
-        Ok(LocalSystem {
-            router,
-            nodes,
-            stores,
-            store,
-            shutdown,
-            _tempdir: tempdir,
-        })
+            .context("starting the router")
+    }
+
+    /// Waits until the stored ring has `members` members (a cluster forming, or changing).
+    pub async fn wait_for_ring(&self, members: usize) -> anyhow::Result<u64> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(ring) = self.stores.membership.ring().await?
+                && ring.members.len() == members
+            {
+                return Ok(ring.epoch);
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the ring never reached {members} members"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// The router's base URL, such as `http://127.0.0.1:8080`.
     pub fn router_url(&self) -> String {
-        format!("http://{}", self.router.http_addr())
+        format!("http://{}", self.router().http_addr())
     }
 
     /// A router client acting as `user` with `role` (a dev token).
@@ -191,10 +361,23 @@ impl LocalSystem {
     /// Stops the router and nodes, flushing every quiz's writes.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
-        self.router.wait().await;
-        for node in self.nodes {
+        if let Some(router) = self.router {
+            router.wait().await;
+        }
+        for node in self.nodes.into_iter().flatten() {
             node.wait().await;
         }
+    }
+}
+
+/// Whether a node failed to start only because a port it wants is still held.
+fn port_in_use(e: &quiz_node::StartError) -> bool {
+    match e {
+        quiz_node::StartError::Bind { source, .. } => {
+            source.kind() == std::io::ErrorKind::AddrInUse
+        }
+        quiz_node::StartError::Cluster(message) => message.contains("in use"),
+        _ => false,
     }
 }
 

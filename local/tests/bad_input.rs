@@ -50,7 +50,7 @@ async fn setup() -> Setup {
         ..QuizSettings::default()
     };
     let quiz = sys.quiz(settings).await;
-    let url = sys.local.nodes[0].ws_url();
+    let url = sys.local.node(0).ws_url();
     Setup { sys, quiz, url }
 }
 

@@ -18,7 +18,7 @@ async fn a_dropped_phone_resumes_and_misses_nothing() {
             ..QuizSettings::default()
         };
         let quiz = sys.quiz(settings).await;
-        let edge = sys.local.nodes[0].ws_addr();
+        let edge = sys.local.node(0).ws_addr();
         let proxy = Proxy::start(edge).await;
         let host = Phone::join(&sys, &quiz, "host", "", Role::Host, None).await;
         let flaky = Phone::join(&sys, &quiz, "flaky", "Flaky", Role::Player, Some(&proxy)).await;
@@ -102,7 +102,7 @@ async fn a_phone_away_too_long_for_the_replay_buffer_gets_a_snapshot() {
             ..QuizSettings::default()
         };
         let quiz = sys.quiz(settings).await;
-        let proxy = Proxy::start(sys.local.nodes[0].ws_addr()).await;
+        let proxy = Proxy::start(sys.local.node(0).ws_addr()).await;
         let host = Phone::join(&sys, &quiz, "host", "", Role::Host, None).await;
         let phone = Phone::join(&sys, &quiz, "away", "Away", Role::Player, Some(&proxy)).await;
         host.conn.host(HostCommand::Start, None).await.unwrap();

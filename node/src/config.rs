@@ -32,6 +32,68 @@ pub struct Config {
     pub limits: Limits,
     /// Log as JSON lines instead of human-readable text. Default false.
     pub log_json: bool,
+    /// Membership of a multi-node cluster. Absent (the default): a single node that owns
+    /// every quiz.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// How a node takes part in a cluster: QUIC to its peers, its lease, the ring.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The cluster's name; peers of another cluster are refused. Default `quiz`.
+    pub name: String,
+    /// UDP address for QUIC from other nodes and routers. Default `127.0.0.1:7101`.
+    pub listen: SocketAddr,
+    /// Where peers reach this node (`host:port`). Default: the bound `listen` address.
+    pub advertise_addr: Option<String>,
+    /// Where phones reach this node's edge. Default: `ws://{listen}/v1/ws` of the edge.
+    pub advertise_ws_url: Option<String>,
+    /// Share of quizzes relative to other nodes, 1-100. Default 1.
+    pub weight: u32,
+    /// The cluster CA's certificate: PEM text, or the path of a PEM file.
+    pub ca_cert: String,
+    /// This node's certificate (issued by the cluster CA for `node_id`): PEM or a path.
+    pub cert: String,
+    /// Its private key: PEM or a path.
+    pub key: String,
+    /// How long a lease lasts without renewal, ms. A dead node's quizzes move after about
+    /// this long; shorter moves them sooner but makes a briefly stalled node lose them.
+    /// Default 1500.
+    pub lease_ttl_ms: u64,
+    /// How often the lease is renewed, ms. Default 300.
+    pub lease_renew_ms: u64,
+    /// How often the store's ring is read (routers also push it), ms. Default 500.
+    pub ring_poll_ms: u64,
+    /// How long a new owner waits for the old one to hand a quiz over before claiming it
+    /// anyway (the epoch fences the old one), ms. Default 2000.
+    pub handoff_wait_ms: u64,
+    /// A request to another node, ms. Default 2000.
+    pub peer_timeout_ms: u64,
+    /// A QUIC connection with no traffic for this long is dead (keep-alives every quarter),
+    /// ms. Default 3000.
+    pub peer_idle_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            name: "quiz".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7101)),
+            advertise_addr: None,
+            advertise_ws_url: None,
+            weight: 1,
+            ca_cert: String::new(),
+            cert: String::new(),
+            key: String::new(),
+            lease_ttl_ms: 1500,
+            lease_renew_ms: 300,
+            ring_poll_ms: 500,
+            handoff_wait_ms: 2000,
+            peer_timeout_ms: 2000,
+            peer_idle_timeout_ms: 3000,
+        }
+    }
 }
 
 /// The limits of a node. Every one bounds memory, CPU or abuse; each says what it costs.
@@ -130,6 +192,7 @@ impl Default for Config {
             engine: EngineConfig::default(),
             limits: Limits::default(),
             log_json: false,
+            cluster: None,
         }
     }
 }
@@ -195,6 +258,20 @@ impl Config {
         }
         if self.engine.leaderboard_interval_ms == 0 || self.engine.leaderboard_interval_ms > 5000 {
             return bad("engine.leaderboard_interval_ms must be 1-5000");
+        }
+        if let Some(c) = &self.cluster {
+            if c.ca_cert.is_empty() || c.cert.is_empty() || c.key.is_empty() {
+                return bad("cluster.ca_cert, cluster.cert and cluster.key must be set");
+            }
+            if !(1..=100).contains(&c.weight) {
+                return bad("cluster.weight must be 1-100");
+            }
+            if c.lease_renew_ms == 0 || c.lease_ttl_ms < 2 * c.lease_renew_ms {
+                return bad("cluster.lease_ttl_ms must be at least twice lease_renew_ms (> 0)");
+            }
+            if c.ring_poll_ms == 0 || c.peer_timeout_ms == 0 || c.peer_idle_timeout_ms < 100 {
+                return bad("cluster intervals must be positive (peer_idle_timeout_ms >= 100)");
+            }
         }
         Ok(())
     }

@@ -7,9 +7,11 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod auth;
+mod cluster;
 pub mod config;
 mod edge;
 pub mod metrics;
+mod placement;
 mod shard;
 pub mod telemetry;
 
@@ -41,12 +43,16 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// A running node.
 pub struct NodeHandle {
+    crashed: Arc<std::sync::atomic::AtomicBool>,
     ws_addr: SocketAddr,
     admin_addr: SocketAddr,
+    cluster_addr: Option<SocketAddr>,
     metrics: Metrics,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -67,6 +73,11 @@ impl NodeHandle {
         self.admin_addr
     }
 
+    /// Where peers reach this node over QUIC, when it is in a cluster.
+    pub fn cluster_addr(&self) -> Option<SocketAddr> {
+        self.cluster_addr
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
@@ -76,6 +87,15 @@ impl NodeHandle {
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         self.wait().await;
+    }
+
+    /// Stops the node as a crash would look to the rest of the cluster: its lease is not
+    /// released, so its quizzes move only once the lease expires. (In-process tests; the
+    /// multi-process ones SIGKILL a real process.)
+    pub async fn crash(self) {
+        self.crashed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.shutdown().await;
     }
 
     /// Waits until the node has stopped (after its shutdown token is cancelled).
@@ -132,16 +152,28 @@ pub async fn start(
     let config = Arc::new(config);
     let metrics = Metrics::new();
     let tracker = TaskTracker::new();
+    let me = quiz_protocol::NodeId(config.node_id.clone());
+    let placement = match &config.cluster {
+        Some(_) => placement::Placement::clustered(me),
+        None => placement::Placement::single(me),
+    };
     let shard = Shard::new(
         config.clone(),
-        stores,
+        placement.clone(),
+        stores.clone(),
         metrics.clone(),
         tracker.clone(),
         shutdown.clone(),
     );
+    let (m, t, s) = (metrics.clone(), tracker.clone(), shutdown.clone());
+    let owners = match &config.cluster {
+        Some(c) => cluster::Owners::clustered(c, placement, shard.clone(), config.clone(), m, t, s)
+            .map_err(StartError::Cluster)?,
+        None => cluster::Owners::single(placement, shard.clone(), config.clone(), m, t, s),
+    };
     let edge = edge::Edge::new(
         config.clone(),
-        shard.clone(),
+        owners.clone(),
         metrics.clone(),
         tracker.clone(),
         shutdown.clone(),
@@ -151,6 +183,15 @@ pub async fn start(
     let admin = bind(config.admin_listen).await?;
     let ws_addr = local_addr(&ws, config.listen)?;
     let admin_addr = local_addr(&admin, config.admin_listen)?;
+    let cluster_addr = owners.cluster_addr();
+    if let Some(c) = &config.cluster {
+        let ws_url = c
+            .advertise_ws_url
+            .clone()
+            .unwrap_or_else(|| format!("ws://{ws_addr}/v1/ws"));
+        tracker.spawn(owners.clone().serve_peers());
+        tracker.spawn(owners.clone().run_membership(stores, ws_url));
+    }
 
     let app = edge
         .router()
@@ -179,6 +220,7 @@ pub async fn start(
             "/admin/quizzes/{id}/rebuild-leaderboard",
             post(rebuild_leaderboard),
         )
+        .route("/admin/drain", post(drain))
         .with_state(shard.clone());
     let stop = shutdown.clone();
     tracker.spawn(async move {
@@ -200,8 +242,10 @@ pub async fn start(
     });
     tracing::info!(node = %config.node_id, %ws_addr, %admin_addr, "node started");
     Ok(NodeHandle {
+        crashed: owners.crashed.clone(),
         ws_addr,
         admin_addr,
+        cluster_addr,
         metrics,
         shutdown,
         tracker,
@@ -247,6 +291,13 @@ async fn rebuild_leaderboard(
             edge::http_error(status, r.code, &r.message)
         }
     }
+}
+
+/// `POST /admin/drain` on the admin port: the node leaves the ring (its quizzes move to other
+/// nodes) but keeps serving phones as an edge.
+async fn drain(axum::extract::State(shard): axum::extract::State<Shard>) -> &'static str {
+    shard.drain();
+    "draining"
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the engine's clock.

@@ -37,6 +37,10 @@ pub struct Metrics {
     pub closes: IntCounterVec,
     /// Quizzes loaded on this node as owner.
     pub quizzes: IntGauge,
+    /// Cluster messages, by kind (`request`, `event` sent to edges, `event_in` from owners).
+    pub cluster_messages: IntCounterVec,
+    /// The ring epoch this node holds.
+    pub ring_epoch: IntGauge,
     /// Durable write batches: duration and size.
     pub store_write_seconds: HistogramVec,
     pub write_batch_answers: Histogram,
@@ -64,6 +68,13 @@ impl Metrics {
             bytes_sent: counter("bytes_sent_total", "Payload bytes queued to phones"),
             slow_consumers: counter("slow_consumers_total", "Phones dropped as too slow"),
             closes: counter_vec("closes_total", "Connections closed by the server", "code"),
+            cluster_messages: counter_vec(
+                "cluster_messages_total",
+                "Cluster messages by kind",
+                "kind",
+            ),
+            ring_epoch: IntGauge::new("ring_epoch", "The ring epoch this node holds")
+                .unwrap_or_else(|e| unreachable!("static metric definitions are valid: {e}")),
             quizzes: IntGauge::new("quizzes", "Quizzes loaded as owner")
                 .unwrap_or_else(|e| unreachable!("static metric definitions are valid: {e}")),
             store_write_seconds: HistogramVec::new(
@@ -98,6 +109,8 @@ impl Metrics {
             Box::new(self.slow_consumers.clone()),
             Box::new(self.closes.clone()),
             Box::new(self.quizzes.clone()),
+            Box::new(self.cluster_messages.clone()),
+            Box::new(self.ring_epoch.clone()),
             Box::new(self.store_write_seconds.clone()),
             Box::new(self.write_batch_answers.clone()),
         ];

@@ -70,12 +70,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let quiz = system
         .create_quiz(DEMO_HOST, "demo", QuizSettings::default())
         .await?;
-    let node = &system.nodes[0];
+    let node = system.node(0);
     println!("Quiz system is up ({described}).");
     println!(
         "  router   {}   metrics http://{}/metrics",
         system.router_url(),
-        system.router.admin_addr()
+        system.router().admin_addr()
     );
     println!(
         "  node-1   {}   metrics http://{}/metrics",

@@ -156,7 +156,7 @@ async fn play(
     phones: Vec<JoinHandle<PhoneResult>>,
     warm: &Semaphore,
 ) -> anyhow::Result<Measured> {
-    let admin = system.nodes[0].admin_addr();
+    let admin = system.node(0).admin_addr();
     let aborts: Vec<_> = phones.iter().map(|p| p.abort_handle()).collect();
     let total = u32::try_from(phones.len())?;
     // A quiz lasts at most one time limit per question (auto-advance waits no longer).

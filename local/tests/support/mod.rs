@@ -15,7 +15,19 @@ use quiz_protocol::{Answer, QuizId, QuizSettings};
 use tokio::sync::Notify;
 
 /// Every test runs under this overall timeout.
-pub const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Options for phones that must ride out a node going away: reconnect and retry patiently.
+pub fn patient() -> Options {
+    let mut o = Options::for_test();
+    o.reconnect.base = Duration::from_millis(50);
+    o.reconnect.cap = Duration::from_millis(500);
+    o.reconnect.max_attempts = 200;
+    o.answer_timeout = Duration::from_secs(60);
+    o.answer_retry.cap = Duration::from_millis(200);
+    o.answer_retry.max_attempts = 1000;
+    o
+}
 
 pub async fn within<T>(f: impl Future<Output = T>) -> T {
     tokio::time::timeout(TEST_TIMEOUT, f)
@@ -67,6 +79,19 @@ pub const TEST_SET: &str = r#"{
 
 pub const TEST_QUESTIONS: u32 = 7;
 
+/// Five single-choice questions (the right option of question q is q % 4), 20 s each.
+pub const CLUSTER_SET: &str = r#"{
+  "id": "e2e-cluster",
+  "title": "Cluster",
+  "questions": [
+    {"id": "c0", "level": "A1", "topic": "t", "prompt": "Q0", "kind": "single_choice", "options": ["a","b","c","d"], "answer": 0},
+    {"id": "c1", "level": "A1", "topic": "t", "prompt": "Q1", "kind": "single_choice", "options": ["a","b","c","d"], "answer": 1},
+    {"id": "c2", "level": "A1", "topic": "t", "prompt": "Q2", "kind": "single_choice", "options": ["a","b","c","d"], "answer": 2},
+    {"id": "c3", "level": "A1", "topic": "t", "prompt": "Q3", "kind": "single_choice", "options": ["a","b","c","d"], "answer": 3},
+    {"id": "c4", "level": "A1", "topic": "t", "prompt": "Q4", "kind": "single_choice", "options": ["a","b","c","d"], "answer": 0}
+  ]
+}"#;
+
 /// One five-second question (the shortest limit there is), for deadlines.
 pub const FAST_SET: &str = r#"{
   "id": "e2e-fast",
@@ -92,7 +117,7 @@ impl System {
             .await
             .expect("local system starts");
         let host = local.client("host", Role::Host).await.expect("dev token");
-        for json in [TEST_SET, FAST_SET] {
+        for json in [TEST_SET, FAST_SET, CLUSTER_SET] {
             let set = quiz_local::parse_set(json).expect("test set is valid");
             host.put_question_set(&set)
                 .await
@@ -118,7 +143,7 @@ impl System {
 
     /// The node's /metrics text.
     pub async fn node_metrics(&self) -> String {
-        let url = format!("http://{}/metrics", self.local.nodes[0].admin_addr());
+        let url = format!("http://{}/metrics", self.local.node(0).admin_addr());
         reqwest::get(url)
             .await
             .expect("metrics")
@@ -156,15 +181,34 @@ impl Phone {
         role: Role,
         via: Option<&Proxy>,
     ) -> Phone {
+        let urls = via.map(|proxy| vec![format!("ws://{}/v1/ws", proxy.addr)]);
+        Phone::connect_with(sys, quiz, user, name, role, urls, Options::for_test()).await
+    }
+
+    /// Joins through the router, then connects to `urls` instead of the router's choice
+    /// when given (to put a phone on a given edge), with `options`.
+    pub async fn connect_with(
+        sys: &System,
+        quiz: &QuizId,
+        user: &str,
+        name: &str,
+        role: Role,
+        urls: Option<Vec<String>>,
+        options: Options,
+    ) -> Phone {
         let router = sys.router_as(user, role).await;
         let mut ticket = router
             .join(quiz, name, (role == Role::Host).then_some(Role::Host))
             .await
             .expect("join");
-        if let Some(proxy) = via {
-            ticket.ws_urls = vec![format!("ws://{}/v1/ws", proxy.addr)];
+        if let Some(urls) = urls {
+            ticket.ws_urls = urls;
         }
-        let options = Options::for_test();
+        let options = options.with_refresh(router.refresher(
+            quiz.clone(),
+            name.into(),
+            (role == Role::Host).then_some(Role::Host),
+        ));
         let (conn, mut events) = QuizConnection::connect(ticket, options)
             .await
             .expect("connect");
@@ -194,15 +238,27 @@ impl Phone {
     }
 
     /// Waits until `check` holds on the phone's log.
-    pub async fn until<T>(&self, what: &str, mut check: impl FnMut(&PhoneLog) -> Option<T>) -> T {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    pub async fn until<T>(&self, what: &str, check: impl FnMut(&PhoneLog) -> Option<T>) -> T {
+        match self.within(Duration::from_secs(60), check).await {
+            Some(v) => v,
+            None => panic!("{}: timed out waiting for {what}", self.name),
+        }
+    }
+
+    /// Waits up to `limit` for `check` to hold on the phone's log.
+    pub async fn within<T>(
+        &self,
+        limit: Duration,
+        mut check: impl FnMut(&PhoneLog) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
             let notified = self.changed.notified();
             if let Some(v) = check(&self.log.lock().unwrap()) {
-                return v;
+                return Some(v);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("{}: timed out waiting for {what}", self.name);
+                return check(&self.log.lock().unwrap());
             }
         }
     }

@@ -269,11 +269,11 @@ impl Drop for Reader {
         let request = EdgeRequest::Disconnect {
             player: joined.player,
         };
-        let shard = self.edge.shard.clone();
+        let owners = self.edge.owners.clone();
         let quiz = self.session.quiz.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                shard.request(&quiz, request).await;
+                owners.request(&quiz, request).await;
             });
         }
     }
@@ -440,7 +440,7 @@ impl Reader {
             nickname: self.session.nickname.clone(),
             last_seq,
         };
-        match self.edge.shard.request(&quiz, request).await {
+        match self.edge.owners.request(&quiz, request).await {
             OwnerReply::Joined {
                 player,
                 seq,
@@ -580,7 +580,7 @@ impl Reader {
         {
             room.unregister(self.conn.id);
             self.edge
-                .shard
+                .owners
                 .request(&self.session.quiz, EdgeRequest::Leave { player })
                 .await;
         } else if let Some(joined) = &self.joined {
@@ -598,11 +598,11 @@ impl Reader {
         reference: Option<String>,
         done: impl FnOnce() + Send + 'static,
     ) {
-        let shard = self.edge.shard.clone();
+        let owners = self.edge.owners.clone();
         let quiz = self.session.quiz.clone();
         let conn = self.conn.clone();
         self.edge.tracker.spawn(async move {
-            let reply = shard.request(&quiz, request).await;
+            let reply = owners.request(&quiz, request).await;
             match reply {
                 OwnerReply::Frame(json) => {
                     conn.push(json.into());

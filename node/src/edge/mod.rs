@@ -28,16 +28,16 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::auth::{SessionKeys, TokenError};
+use crate::cluster::Owners;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::shard::Shard;
 
 pub(crate) use room::RoomHandle;
 
 /// The state shared by every connection of this edge.
 pub(crate) struct Edge {
     pub(crate) config: Arc<Config>,
-    pub(crate) shard: Shard,
+    pub(crate) owners: Arc<Owners>,
     pub(crate) metrics: Metrics,
     keys: SessionKeys,
     rooms: Mutex<HashMap<QuizId, RoomHandle>>,
@@ -50,7 +50,7 @@ pub(crate) struct Edge {
 impl Edge {
     pub(crate) fn new(
         config: Arc<Config>,
-        shard: Shard,
+        owners: Arc<Owners>,
         metrics: Metrics,
         tracker: TaskTracker,
         shutdown: CancellationToken,
@@ -59,7 +59,7 @@ impl Edge {
             keys: SessionKeys::new(&config.session_secret, config.session_leeway_s),
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
             config,
-            shard,
+            owners,
             metrics,
             rooms: Mutex::new(HashMap::new()),
             per_ip: Mutex::new(HashMap::new()),

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use super::Edge;
 use super::conn::Conn;
-use crate::shard::EdgeId;
+use crate::cluster::Subscription;
 
 /// How long a room with no phones stays subscribed, for phones that are only reconnecting.
 const ROOM_LINGER: Duration = Duration::from_secs(30);
@@ -121,7 +121,7 @@ struct Member {
 pub(super) async fn open(edge: Arc<Edge>, quiz: QuizId) -> Result<RoomHandle, Rejection> {
     let (events_tx, events) = mpsc::channel(edge.config.limits.edge_queue_events);
     let edge_id = crate::shard::next_edge_id();
-    edge.shard.subscribe(&quiz, edge_id, events_tx).await?;
+    let subscription = edge.owners.subscribe(&quiz, edge_id, events_tx).await?;
     let (control_tx, control) = mpsc::channel(CONTROL_QUEUE);
     let handle = RoomHandle {
         control: control_tx,
@@ -130,7 +130,7 @@ pub(super) async fn open(edge: Arc<Edge>, quiz: QuizId) -> Result<RoomHandle, Re
     let room = Room {
         edge: edge.clone(),
         quiz,
-        edge_id,
+        subscription: Some(subscription),
         handle: handle.clone(),
         members: HashMap::new(),
         replica: LeaderboardReplica::new(),
@@ -143,7 +143,8 @@ pub(super) async fn open(edge: Arc<Edge>, quiz: QuizId) -> Result<RoomHandle, Re
 struct Room {
     edge: Arc<Edge>,
     quiz: QuizId,
-    edge_id: EdgeId,
+    /// The subscription to the quiz's owner (local or remote); ended when the room closes.
+    subscription: Option<Subscription>,
     handle: RoomHandle,
     members: HashMap<u64, Member>,
     replica: LeaderboardReplica,
@@ -191,7 +192,9 @@ impl Room {
         for member in self.members.values() {
             member.conn.close(close_code);
         }
-        self.edge.shard.unsubscribe(&self.quiz, self.edge_id).await;
+        if let Some(subscription) = self.subscription.take() {
+            subscription.end().await;
+        }
     }
 
     fn on_control(&mut self, control: Control) {

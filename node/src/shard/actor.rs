@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use quiz_engine::{AnswerRecord, Effect, Session, Submit};
 use quiz_protocol::client::{Role, ServerMessage, encode_server};
 use quiz_protocol::cluster::{EdgeRequest, OwnerEvent, OwnerReply, Rejection};
-use quiz_protocol::{AnswerId, Epoch, ErrorCode, HostCommand, Phase, PlayerNo, UserId};
+use quiz_protocol::{AnswerId, Epoch, ErrorCode, HostCommand, NodeId, Phase, PlayerNo, UserId};
 use quiz_store::{Appended, StoreError, Stores};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -40,6 +40,10 @@ type Waiters = HashMap<(PlayerNo, AnswerId), Vec<oneshot::Sender<OwnerReply>>>;
 
 pub(super) struct QuizActor {
     session: Session,
+    /// This node, the quiz's owner at `epoch`.
+    node: NodeId,
+    /// Another node owns the quiz now: flush and give it up.
+    handing_off: bool,
     epoch: Epoch,
     commands: mpsc::Receiver<Command>,
     outbox: Outbox,
@@ -69,6 +73,7 @@ impl QuizActor {
     #[allow(clippy::too_many_arguments)] // one call site, in `Shard::load`
     pub(super) fn new(
         session: Session,
+        node: NodeId,
         epoch: Epoch,
         week: String,
         logged: u64,
@@ -86,6 +91,8 @@ impl QuizActor {
         journal.rebuild_board();
         Self {
             session,
+            node,
+            handing_off: false,
             epoch,
             week,
             logged,
@@ -128,7 +135,7 @@ impl QuizActor {
                 }
             }
             self.perform_effects();
-            if self.fenced || self.should_retire() {
+            if self.fenced || self.handing_off || self.should_retire() {
                 break;
             }
         }
@@ -177,6 +184,7 @@ impl QuizActor {
                 let _ = done.send(());
             }
             Command::Unsubscribe { edge } => self.outbox.unsubscribe(edge),
+            Command::HandOff => self.handing_off = true,
             Command::RebuildLeaderboard { done } => {
                 self.journal.rebuild_board();
                 self.queue_all_league_totals();
@@ -581,7 +589,25 @@ impl QuizActor {
                 )));
             }
         }
-        let ended = self.ended_at.is_some() && !self.fenced;
+        if self.handing_off && !self.fenced && self.journal.is_empty() {
+            // The next owner need not wait out this node's lease.
+            let quiz = self.session.id().clone();
+            if let Err(e) = self
+                .stores
+                .quizzes
+                .release(&quiz, &self.node, self.epoch)
+                .await
+            {
+                tracing::warn!(error = %e, "releasing the quiz failed; the next owner will wait");
+            }
+            tracing::info!("quiz handed off");
+        }
+        // Over for good only when an ended quiz lingered out here; a node stopping or handing
+        // off sends its phones elsewhere, where the final standings still are.
+        let ended = self.ended_at.is_some()
+            && !self.fenced
+            && !self.handing_off
+            && !self.shutdown.is_cancelled();
         // Straight out: events still held for a progress that never became durable are dropped;
         // phones resume from the store's state wherever they reconnect.
         self.outbox.broadcast(OwnerEvent::Gone { ended });

@@ -13,7 +13,9 @@ mod outbox;
 mod week;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use quiz_engine::{QuizSpec, SavedQuiz, Session};
 use quiz_protocol::cluster::{EdgeRequest, OwnerEvent, OwnerReply, Rejection};
@@ -27,6 +29,7 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::now_ms;
+use crate::placement::Placement;
 
 pub(crate) use actor::EdgeId;
 
@@ -48,6 +51,8 @@ pub(crate) enum Command {
     RebuildLeaderboard {
         done: oneshot::Sender<Result<(), Rejection>>,
     },
+    /// Another node owns the quiz now: flush, give it up, and stop.
+    HandOff,
 }
 
 type Slot = Arc<OnceCell<mpsc::Sender<Command>>>;
@@ -60,6 +65,9 @@ pub struct Shard {
 
 struct Inner {
     config: Arc<Config>,
+    placement: Placement,
+    /// The node is being drained: its lease says so, and the ring moves its quizzes away.
+    draining: AtomicBool,
     stores: Stores,
     metrics: Metrics,
     quizzes: Mutex<HashMap<QuizId, Slot>>,
@@ -70,6 +78,7 @@ struct Inner {
 impl Shard {
     pub(crate) fn new(
         config: Arc<Config>,
+        placement: Placement,
         stores: Stores,
         metrics: Metrics,
         tracker: TaskTracker,
@@ -77,6 +86,8 @@ impl Shard {
     ) -> Self {
         let inner = Inner {
             config,
+            placement,
+            draining: AtomicBool::new(false),
             stores,
             metrics,
             quizzes: Mutex::new(HashMap::new()),
@@ -115,12 +126,98 @@ impl Shard {
             .map_err(|_| unavailable("the quiz stopped before the subscription"))
     }
 
+    /// Whether the node is being drained.
+    pub(crate) fn draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire)
+    }
+
+    /// Starts draining: the next lease renewal says so, the routers take the node out of the
+    /// ring, and its quizzes move to other nodes. Phones keep using its edge.
+    pub fn drain(&self) {
+        self.inner.draining.store(true, Ordering::Release);
+    }
+
+    /// After a ring change: hands off the loaded quizzes this node no longer owns (all of
+    /// them when its lease lapsed), and takes up the live quizzes it now owns.
+    pub(crate) async fn rebalance(&self, lease_ok: bool) {
+        let loaded: Vec<(QuizId, mpsc::Sender<Command>)> = lock(&self.inner.quizzes)
+            .iter()
+            .filter_map(|(q, slot)| slot.get().map(|tx| (q.clone(), tx.clone())))
+            .collect();
+        let placement = &self.inner.placement;
+        for (quiz, tx) in loaded {
+            if !lease_ok || !placement.is_mine(&quiz) {
+                tracing::info!(%quiz, "handing the quiz off");
+                let _ = tx.send(Command::HandOff).await;
+            }
+        }
+        if !lease_ok || !placement.is_member() {
+            return;
+        }
+        let live = match self.inner.stores.quizzes.live_quizzes().await {
+            Ok(live) => live,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list live quizzes after a ring change");
+                return;
+            }
+        };
+        for quiz in live {
+            if placement.is_mine(&quiz) && self.loaded(&quiz).is_none() {
+                let shard = self.clone();
+                self.inner
+                    .tracker
+                    .spawn(async move { shard.take_over(quiz).await });
+            }
+        }
+    }
+
+    /// Takes up a quiz this node now owns: waits (a bounded time) for a previous owner that is
+    /// still alive to hand it over, then claims and loads it.
+    async fn take_over(&self, quiz: QuizId) {
+        let wait = self
+            .inner
+            .config
+            .cluster
+            .as_ref()
+            .map_or(0, |c| c.handoff_wait_ms);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
+        let stores = &self.inner.stores;
+        while tokio::time::Instant::now() < deadline {
+            let previous = match stores.quizzes.quiz(&quiz).await {
+                Ok(Some(record)) => record.owner,
+                _ => None,
+            };
+            let Some(previous) = previous.filter(|p| p != self.inner.placement.me()) else {
+                break;
+            };
+            let now = now_ms();
+            let alive = match stores.membership.leases().await {
+                Ok(leases) => leases
+                    .iter()
+                    .any(|l| l.node == previous && l.expires_at > now),
+                Err(_) => false,
+            };
+            if !alive {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !self.inner.placement.is_mine(&quiz) {
+            return; // the ring moved on meanwhile
+        }
+        let slot = self.slot(&quiz);
+        if let Err(r) = slot.get_or_try_init(|| self.load(&quiz)).await {
+            self.forget(&quiz, &slot);
+            tracing::warn!(%quiz, reason = %r.message, "could not take the quiz up");
+        }
+    }
+
     /// Loads every quiz that has not ended, so that their timers run (deadlines, auto-advance)
     /// before any phone comes back: what a restarted node does first. Returns how many.
     pub(crate) async fn load_live(&self) -> Result<usize, quiz_store::StoreError> {
         let live = self.inner.stores.quizzes.live_quizzes().await?;
         let mut loaded = 0;
-        for quiz in &live {
+        for quiz in live.iter().filter(|q| self.inner.placement.is_mine(q)) {
             let slot = self.slot(quiz);
             match slot.get_or_try_init(|| self.load(quiz)).await {
                 Ok(_) => loaded += 1,
@@ -210,6 +307,13 @@ impl Shard {
             // A phone reconnecting during shutdown must not start a quiz nobody will stop.
             return Err(unavailable("this node is shutting down; try another"));
         }
+        if !self.inner.placement.is_mine(quiz) {
+            // A stale edge, or a ring change in flight: never two owners.
+            return Err(unavailable(&format!(
+                "this node does not own the quiz (ring epoch {}); retry",
+                self.inner.placement.epoch()
+            )));
+        }
         let stores = &self.inner.stores;
         let record = stores
             .quizzes
@@ -262,6 +366,7 @@ impl Shard {
         let (tx, rx) = mpsc::channel(self.inner.config.limits.quiz_queue_requests);
         let actor = actor::QuizActor::new(
             session,
+            node.clone(),
             epoch,
             week::iso_week(record.created_at),
             logged,

@@ -1,0 +1,517 @@
+//! This node as a member of the cluster: where each quiz's owner is, and how to reach it.
+//!
+//! [`Owners`] is what the edge talks to: a request or a subscription for a quiz goes to the
+//! local shard when this node owns the quiz, and over QUIC to the owner otherwise (one stream
+//! per request; one long-lived stream per subscribed quiz per edge, so the owner sends each
+//! event once per edge). The same type serves the other side: it accepts QUIC peers (other
+//! nodes' edges, routers pushing rings) and answers them from the local shard.
+//!
+//! Membership: the node renews its lease in the store; routers turn leases into rings and push
+//! them here; the store's ring is polled too, in case a push is missed. When the ring changes
+//! the shard hands off what it no longer owns and takes up what it now owns. A node that cannot
+//! renew its lease within the lease's life stops serving its quizzes by itself; whatever it
+//! still tries to write is fenced by the new owner's epoch anyway.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use quiz_cluster::{ClusterTls, Endpoint, EndpointConfig, FrameReader, FrameWriter, Peer};
+use quiz_protocol::cluster::{
+    ClusterMessage, EdgeRequest, OwnerEvent, OwnerReply, Rejection, RingMember,
+};
+use quiz_protocol::{NodeId, QuizId};
+use quiz_store::{NodeLease, Stores};
+use tokio::sync::{Mutex, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{ClusterConfig, Config};
+use crate::metrics::Metrics;
+use crate::now_ms;
+use crate::placement::{Owner, Placement};
+use crate::shard::{EdgeId, Shard, next_edge_id, unavailable};
+
+/// Routes requests and subscriptions to quizzes' owners, and serves peers.
+pub(crate) struct Owners {
+    placement: Placement,
+    shard: Shard,
+    config: Arc<Config>,
+    metrics: Metrics,
+    /// `None` for a single node.
+    endpoint: Option<Endpoint>,
+    peers: Mutex<HashMap<NodeId, Peer>>,
+    next_request: AtomicU64,
+    /// The end of this node's lease as last renewed (local wall clock, ms); 0 before.
+    lease_until: AtomicI64,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    /// Set when the node stops as if it crashed (tests): its lease is left to expire.
+    pub(crate) crashed: Arc<AtomicBool>,
+}
+
+impl Owners {
+    /// A node alone: everything is local.
+    pub(crate) fn single(
+        placement: Placement,
+        shard: Shard,
+        config: Arc<Config>,
+        metrics: Metrics,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            placement,
+            shard,
+            config,
+            metrics,
+            endpoint: None,
+            peers: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(1),
+            lease_until: AtomicI64::new(0),
+            tracker,
+            shutdown,
+            crashed: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// A cluster member: binds the QUIC endpoint; [`Owners::run_membership`] does the rest.
+    #[allow(clippy::too_many_arguments)] // one call site, in `start`
+    pub(crate) fn clustered(
+        cluster: &ClusterConfig,
+        placement: Placement,
+        shard: Shard,
+        config: Arc<Config>,
+        metrics: Metrics,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, String> {
+        let tls = load_tls(cluster)?;
+        let mut endpoint_config = EndpointConfig::new(cluster.name.clone());
+        endpoint_config.idle_timeout = Duration::from_millis(cluster.peer_idle_timeout_ms);
+        endpoint_config.keep_alive_interval = Some(endpoint_config.idle_timeout / 4);
+        let me = NodeId(config.node_id.clone());
+        let endpoint = Endpoint::bind(cluster.listen, me, &tls, endpoint_config)
+            .map_err(|e| format!("cluster endpoint on {}: {e}", cluster.listen))?;
+        Ok(Arc::new(Self {
+            placement,
+            shard,
+            config,
+            metrics,
+            endpoint: Some(endpoint),
+            peers: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(1),
+            lease_until: AtomicI64::new(0),
+            tracker,
+            shutdown,
+            crashed: Arc::new(AtomicBool::new(false)),
+        }))
+    }
+
+    /// Where peers reach this node over QUIC, if it is clustered.
+    pub(crate) fn cluster_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.as_ref().map(Endpoint::local_addr)
+    }
+
+    fn peer_timeout(&self) -> Duration {
+        self.config
+            .cluster
+            .as_ref()
+            .map_or(Duration::from_secs(2), |c| {
+                Duration::from_millis(c.peer_timeout_ms)
+            })
+    }
+
+    /// Sends a request to the quiz's owner and waits for the reply.
+    pub(crate) async fn request(&self, quiz: &QuizId, request: EdgeRequest) -> OwnerReply {
+        match self.placement.owner(quiz) {
+            Owner::Me => self.shard.request(quiz, request).await,
+            Owner::Nobody => {
+                OwnerReply::Error(unavailable("no node serves this quiz right now; retry"))
+            }
+            Owner::Peer(member) => {
+                let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+                let message = ClusterMessage::Request {
+                    id,
+                    quiz: quiz.clone(),
+                    request,
+                };
+                self.metrics
+                    .cluster_messages
+                    .with_label_values(&["request"])
+                    .inc();
+                match self.peer(&member).await {
+                    Ok(peer) => match peer.request(&message, self.peer_timeout()).await {
+                        Ok(ClusterMessage::Reply { reply, .. }) => reply,
+                        Ok(other) => {
+                            tracing::warn!(?other, "unexpected reply from a quiz's owner");
+                            OwnerReply::Error(unavailable("the quiz's owner answered oddly; retry"))
+                        }
+                        Err(e) => {
+                            self.forget_peer(&member.node).await;
+                            tracing::debug!(owner = %member.node, error = %e, "request to the owner failed");
+                            OwnerReply::Error(unavailable("the quiz's owner is unreachable; retry"))
+                        }
+                    },
+                    Err(rejection) => OwnerReply::Error(rejection),
+                }
+            }
+        }
+    }
+
+    /// Subscribes an edge room to a quiz's events, at the owner. The first event (the full
+    /// leaderboard) has arrived when this returns, so a join sent afterwards misses nothing.
+    pub(crate) async fn subscribe(
+        &self,
+        quiz: &QuizId,
+        edge: EdgeId,
+        events: mpsc::Sender<Arc<OwnerEvent>>,
+    ) -> Result<Subscription, Rejection> {
+        match self.placement.owner(quiz) {
+            Owner::Me => {
+                self.shard.subscribe(quiz, edge, events).await?;
+                Ok(Subscription::Local {
+                    shard: self.shard.clone(),
+                    quiz: quiz.clone(),
+                    edge,
+                })
+            }
+            Owner::Nobody => Err(unavailable("no node serves this quiz right now; retry")),
+            Owner::Peer(member) => {
+                let peer = self.peer(&member).await?;
+                let first = ClusterMessage::Subscribe { quiz: quiz.clone() };
+                let opened = tokio::time::timeout(self.peer_timeout(), async {
+                    let (writer, mut reader) = peer.open(&first).await?;
+                    let head = reader.next().await?;
+                    Ok::<_, quiz_cluster::ClusterError>((writer, reader, head))
+                })
+                .await;
+                let (writer, reader, head) = match opened {
+                    Ok(Ok(parts)) => parts,
+                    Ok(Err(e)) => {
+                        self.forget_peer(&member.node).await;
+                        tracing::debug!(owner = %member.node, error = %e, "subscribing failed");
+                        return Err(unavailable("the quiz's owner is unreachable; retry"));
+                    }
+                    Err(_) => return Err(unavailable("the quiz's owner did not answer in time")),
+                };
+                match head {
+                    Some(ClusterMessage::Event { event, .. }) => {
+                        self.metrics
+                            .cluster_messages
+                            .with_label_values(&["event_in"])
+                            .inc();
+                        events
+                            .send(Arc::new(event))
+                            .await
+                            .map_err(|_| unavailable("room closed"))?;
+                    }
+                    Some(ClusterMessage::Reply {
+                        reply: OwnerReply::Error(r),
+                        ..
+                    }) => return Err(r),
+                    _ => return Err(unavailable("the quiz's owner ended the subscription")),
+                }
+                let pump = self
+                    .tracker
+                    .spawn(pump_events(reader, events, self.metrics.clone()));
+                Ok(Subscription::Remote {
+                    _writer: writer,
+                    pump,
+                })
+            }
+        }
+    }
+
+    /// The connection to a member, opened if needed.
+    async fn peer(&self, member: &RingMember) -> Result<Peer, Rejection> {
+        let Some(endpoint) = &self.endpoint else {
+            return Err(unavailable("this node is not in a cluster"));
+        };
+        let mut peers = self.peers.lock().await;
+        if let Some(peer) = peers.get(&member.node) {
+            return Ok(peer.clone());
+        }
+        let addr = tokio::net::lookup_host(member.cluster_addr.as_str())
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| unavailable("the quiz's owner has no usable address"))?;
+        let connect = endpoint.connect(addr, Some(&member.node));
+        let peer = tokio::time::timeout(self.peer_timeout(), connect)
+            .await
+            .map_err(|_| unavailable("the quiz's owner did not answer in time"))?
+            .map_err(|e| {
+                tracing::debug!(owner = %member.node, error = %e, "connecting to a peer failed");
+                unavailable("the quiz's owner is unreachable; retry")
+            })?;
+        peers.insert(member.node.clone(), peer.clone());
+        Ok(peer)
+    }
+
+    async fn forget_peer(&self, node: &NodeId) {
+        self.peers.lock().await.remove(node);
+    }
+
+    /// Accepts peers until shutdown and serves each on its own task.
+    pub(crate) async fn serve_peers(self: Arc<Self>) {
+        let Some(endpoint) = &self.endpoint else {
+            return;
+        };
+        loop {
+            let peer = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                peer = endpoint.accept() => match peer {
+                    Some(p) => p,
+                    None => break,
+                },
+            };
+            let owners = self.clone();
+            self.tracker
+                .spawn(async move { owners.serve_peer(peer).await });
+        }
+        endpoint.close().await;
+    }
+
+    async fn serve_peer(self: Arc<Self>, peer: Peer) {
+        while let Some(stream) = peer.accept_stream().await {
+            match stream {
+                Ok((first, writer, reader)) => {
+                    let owners = self.clone();
+                    self.tracker
+                        .spawn(async move { owners.serve_stream(first, writer, reader).await });
+                }
+                Err(e) => {
+                    tracing::info!(peer = %peer.node(), error = %e, "a bad stream from a peer")
+                }
+            }
+        }
+    }
+
+    async fn serve_stream(
+        self: Arc<Self>,
+        first: ClusterMessage,
+        mut writer: FrameWriter,
+        reader: FrameReader,
+    ) {
+        match first {
+            ClusterMessage::Request { id, quiz, request } => {
+                let reply = if self.placement.is_mine(&quiz) {
+                    self.shard.request(&quiz, request).await
+                } else {
+                    OwnerReply::Error(not_mine(&self.placement))
+                };
+                let _ = writer.send(&ClusterMessage::Reply { id, reply }).await;
+                let _ = writer.finish();
+            }
+            ClusterMessage::Subscribe { quiz } => {
+                self.serve_subscription(quiz, writer, reader).await
+            }
+            ClusterMessage::Ring { epoch, members } => {
+                self.on_ring(epoch, &members);
+                // The ring itself, as the acknowledgement a router waits for.
+                let _ = writer.send(&ClusterMessage::Ring { epoch, members }).await;
+                let _ = writer.finish();
+            }
+            other => tracing::info!(?other, "a peer opened a stream with an unexpected message"),
+        }
+    }
+
+    /// An edge's subscription: the quiz's events, on the stream, until either side ends it.
+    async fn serve_subscription(
+        &self,
+        quiz: QuizId,
+        mut writer: FrameWriter,
+        mut reader: FrameReader,
+    ) {
+        if !self.placement.is_mine(&quiz) {
+            let reply = OwnerReply::Error(not_mine(&self.placement));
+            let _ = writer.send(&ClusterMessage::Reply { id: 0, reply }).await;
+            let _ = writer.finish();
+            return;
+        }
+        let (tx, mut rx) = mpsc::channel(self.config.limits.edge_queue_events);
+        let edge = next_edge_id();
+        if let Err(r) = self.shard.subscribe(&quiz, edge, tx).await {
+            let _ = writer
+                .send(&ClusterMessage::Reply {
+                    id: 0,
+                    reply: OwnerReply::Error(r),
+                })
+                .await;
+            let _ = writer.finish();
+            return;
+        }
+        // The edge sends nothing more: its side ending means it let go.
+        let gone = CancellationToken::new();
+        let watcher = gone.clone();
+        let watch = self.tracker.spawn(async move {
+            while let Ok(Some(_)) = reader.next().await {}
+            watcher.cancel();
+        });
+        loop {
+            let event = tokio::select! {
+                _ = gone.cancelled() => break,
+                event = rx.recv() => match event {
+                    Some(e) => e,
+                    None => break,
+                },
+            };
+            let message = ClusterMessage::Event {
+                quiz: quiz.clone(),
+                event: (*event).clone(),
+            };
+            self.metrics
+                .cluster_messages
+                .with_label_values(&["event"])
+                .inc();
+            if writer.send(&message).await.is_err() {
+                break;
+            }
+        }
+        watch.abort();
+        let _ = writer.finish();
+        self.shard.unsubscribe(&quiz, edge).await;
+    }
+
+    /// A ring arrived (pushed or polled): adopt it if newer, then move quizzes.
+    pub(crate) fn on_ring(&self, epoch: u64, members: &[RingMember]) {
+        if self.placement.update(epoch, members) {
+            tracing::info!(epoch, members = members.len(), "new ring");
+            self.metrics.ring_epoch.set(epoch as i64);
+            let shard = self.shard.clone();
+            let lease_ok = self.lease_valid();
+            self.tracker
+                .spawn(async move { shard.rebalance(lease_ok).await });
+        }
+    }
+
+    fn lease_valid(&self) -> bool {
+        self.endpoint.is_none() || now_ms() < self.lease_until.load(Ordering::Acquire)
+    }
+
+    /// Renews this node's lease, polls the ring, and fences itself when its lease lapses.
+    pub(crate) async fn run_membership(self: Arc<Self>, stores: Stores, ws_url: String) {
+        let (Some(cluster), Some(addr)) = (self.config.cluster.clone(), self.cluster_addr()) else {
+            return;
+        };
+        let me = NodeId(self.config.node_id.clone());
+        let advertised = cluster
+            .advertise_addr
+            .clone()
+            .unwrap_or_else(|| addr.to_string());
+        let renew = Duration::from_millis(cluster.lease_renew_ms);
+        let poll = Duration::from_millis(cluster.ring_poll_ms);
+        let mut renew_tick = tokio::time::interval(renew);
+        let mut poll_tick = tokio::time::interval(poll);
+        let mut fenced = false;
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = renew_tick.tick() => {
+                    let now = now_ms();
+                    let lease = NodeLease {
+                        node: me.clone(),
+                        ws_url: ws_url.clone(),
+                        cluster_addr: advertised.clone(),
+                        weight: cluster.weight,
+                        draining: self.shard.draining(),
+                        renewed_at: now,
+                        expires_at: now + cluster.lease_ttl_ms as i64,
+                    };
+                    match stores.membership.renew_lease(&lease).await {
+                        // Counted from before the write: the store's copy expires no earlier.
+                        Ok(()) => {
+                            self.lease_until.store(now + cluster.lease_ttl_ms as i64, Ordering::Release);
+                            fenced = false;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "renewing the lease failed"),
+                    }
+                    if !fenced && !self.lease_valid() && self.lease_until.load(Ordering::Acquire) > 0 {
+                        // Others may take our quizzes now: stop serving them.
+                        tracing::error!("this node's lease lapsed; handing off every quiz");
+                        fenced = true;
+                        self.shard.rebalance(false).await;
+                    }
+                }
+                _ = poll_tick.tick() => {
+                    if let Ok(Some(ring)) = stores.membership.ring().await {
+                        self.on_ring(ring.epoch, &ring.members);
+                    }
+                }
+            }
+        }
+        if self.crashed.load(Ordering::Acquire) {
+            return;
+        }
+        // Leaving gracefully: the routers drop this node at once instead of waiting out the
+        // lease.
+        if let Err(e) = stores.membership.release_lease(&me).await {
+            tracing::warn!(error = %e, "releasing the lease failed");
+        }
+    }
+}
+
+/// What an edge room holds for its subscription; dropping it ends a remote one.
+pub(crate) enum Subscription {
+    Local {
+        shard: Shard,
+        quiz: QuizId,
+        edge: EdgeId,
+    },
+    Remote {
+        _writer: FrameWriter,
+        pump: tokio::task::JoinHandle<()>,
+    },
+}
+
+impl Subscription {
+    pub(crate) async fn end(self) {
+        match self {
+            Subscription::Local { shard, quiz, edge } => shard.unsubscribe(&quiz, edge).await,
+            Subscription::Remote { pump, .. } => pump.abort(),
+        }
+    }
+}
+
+/// Forwards a remote owner's events into a room until the stream or the room ends.
+async fn pump_events(
+    mut reader: FrameReader,
+    events: mpsc::Sender<Arc<OwnerEvent>>,
+    metrics: Metrics,
+) {
+    while let Ok(Some(message)) = reader.next().await {
+        if let ClusterMessage::Event { event, .. } = message {
+            metrics
+                .cluster_messages
+                .with_label_values(&["event_in"])
+                .inc();
+            if events.send(Arc::new(event)).await.is_err() {
+                return;
+            }
+        }
+    }
+    // Dropping `events` tells the room the owner went away: its phones reconnect and resume.
+}
+
+fn not_mine(placement: &Placement) -> Rejection {
+    unavailable(&format!(
+        "this node does not own the quiz (ring epoch {}); retry",
+        placement.epoch()
+    ))
+}
+
+/// The cluster TLS material: each of `ca_cert`, `cert` and `key` is PEM text or a file path.
+fn load_tls(c: &ClusterConfig) -> Result<ClusterTls, String> {
+    let pem = |v: &str| -> Result<String, String> {
+        if v.trim_start().starts_with("-----BEGIN") {
+            Ok(v.to_owned())
+        } else {
+            std::fs::read_to_string(v).map_err(|e| format!("reading {v}: {e}"))
+        }
+    };
+    ClusterTls::from_pem(&pem(&c.ca_cert)?, &pem(&c.cert)?, &pem(&c.key)?)
+        .map_err(|e| e.to_string())
+}
