@@ -154,6 +154,54 @@ async fn postgres_unreachable_gives_retryable_errors_and_counts_retries_once() {
     .await;
 }
 
+/// `host_ok` is a promise like an ack: the command survives whatever dies next. So it waits
+/// for the progress it changed to be in PostgreSQL (it used to come at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_command_is_confirmed_only_once_it_is_durable() {
+    within(async {
+        let pg = PgDatabase::create("host-durable").await.unwrap();
+        let (_, target) = through(pg.url(), "127.0.0.1:1".parse().unwrap());
+        let proxy = TcpProxy::start(target).await.unwrap();
+        let store = StoreConfig::sql(through(pg.url(), proxy.addr()).0);
+        let sys = system(store).await;
+        let quiz = sys
+            .create_quiz("host", "faults", QuizSettings::default())
+            .await
+            .unwrap();
+        let host = phone(&sys, &quiz, "host", Role::Host).await;
+        let _ana = phone(&sys, &quiz, "ana", Role::Player).await;
+        host.conn.host(HostCommand::Start, None).await.unwrap();
+
+        proxy.block();
+        let ending = {
+            let conn = host.conn.clone();
+            tokio::spawn(async move { conn.host(HostCommand::End, None).await })
+        };
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            !ending.is_finished(),
+            "no host_ok while the progress cannot be written: {:?}",
+            ending.await
+        );
+        proxy.unblock();
+        let ok = ending
+            .await
+            .unwrap()
+            .expect("confirmed once the store is back");
+        assert_eq!(ok.phase, Phase::Ended);
+        let stored = sys.stores.quizzes.quiz(&quiz).await.unwrap().unwrap();
+        assert_eq!(
+            stored.progress.phase,
+            Phase::Ended,
+            "what was confirmed is stored"
+        );
+        sys.shutdown().await;
+        drop(proxy);
+        pg.drop_database().await.unwrap();
+    })
+    .await;
+}
+
 /// Plays `questions` questions with `phones` phones; `during(q)` runs as question q opens.
 async fn play_quiz<F, Fut>(
     sys: &LocalSystem,

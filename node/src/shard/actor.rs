@@ -47,6 +47,8 @@ pub(super) struct QuizActor {
     epoch: Epoch,
     commands: mpsc::Receiver<Command>,
     outbox: Outbox,
+    /// Host commands carried out, waiting for their effects to reach the outbox.
+    host_replies: Vec<(oneshot::Sender<OwnerReply>, OwnerReply)>,
     waiters: Waiters,
     journal: Journal,
     /// The ISO week of the quiz, for its weekly league.
@@ -98,6 +100,7 @@ impl QuizActor {
             logged,
             commands,
             outbox: Outbox::default(),
+            host_replies: Vec::new(),
             waiters: HashMap::new(),
             journal,
             written_tx,
@@ -230,7 +233,14 @@ impl QuizActor {
                 command,
                 target,
                 reference,
-            } => self.host(&user, command, target, reference, now),
+            } => match self.host(&user, command, target, reference, now) {
+                // Carried out: `host_ok` waits for the progress it changed to be durable.
+                ok @ OwnerReply::Frame(_) => {
+                    self.host_replies.push((reply, ok));
+                    return;
+                }
+                refused => refused,
+            },
         };
         let _ = reply.send(answer);
     }
@@ -550,6 +560,9 @@ impl QuizActor {
                     self.ended_at = Some(Instant::now());
                 }
             }
+        }
+        for (reply, frame) in self.host_replies.drain(..) {
+            self.outbox.reply(reply, frame);
         }
     }
 

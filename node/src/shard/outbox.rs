@@ -2,7 +2,7 @@
 //! change that produced them is durable.
 //!
 //! Persist, then announce: a question is shown to phones only once the progress that opened it
-//! is in the store. So an answer in the log always belongs to a question the store knows was
+//! is in the store, and a host hears `host_ok` only once its command is. So an answer in the log always belongs to a question the store knows was
 //! opened, and a node restarted after a crash resumes the quiz exactly where phones saw it,
 //! deadlines included. Events keep their order: once one is held, everything after it waits.
 
@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use quiz_protocol::client::{ServerMessage, encode_server};
-use quiz_protocol::cluster::{Audience, OwnerEvent};
-use tokio::sync::mpsc;
+use quiz_protocol::cluster::{Audience, OwnerEvent, OwnerReply};
+use tokio::sync::{mpsc, oneshot};
 
 use super::EdgeId;
 
@@ -24,6 +24,11 @@ enum Held {
         since: Instant,
     },
     Event(OwnerEvent),
+    /// A host command's `host_ok`.
+    Reply {
+        reply: oneshot::Sender<OwnerReply>,
+        frame: OwnerReply,
+    },
 }
 
 #[derive(Default)]
@@ -63,6 +68,9 @@ impl Outbox {
                         since,
                     } => self.send_now(audience, msg, since),
                     Held::Event(event) => self.broadcast(event),
+                    Held::Reply { reply, frame } => {
+                        let _ = reply.send(frame);
+                    }
                 }
             }
         }
@@ -94,6 +102,17 @@ impl Outbox {
             self.held.push_back((self.saved, Held::Event(event)));
         } else {
             self.broadcast(event);
+        }
+    }
+
+    /// Replies to a request whose effects were just queued, once they are durable. If the
+    /// quiz stops first the reply is dropped, and the edge tells the phone to try again.
+    pub(super) fn reply(&mut self, reply: oneshot::Sender<OwnerReply>, frame: OwnerReply) {
+        if self.must_wait() {
+            self.held
+                .push_back((self.saved, Held::Reply { reply, frame }));
+        } else {
+            let _ = reply.send(frame);
         }
     }
 
