@@ -411,6 +411,15 @@ impl Owners {
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 _ = renew_tick.tick() => {
+                    // Checked before renewing: a node that was paused or cut off past its lease
+                    // may have lost its quizzes to others, and a renewed lease must not revive
+                    // the state it still holds. It lets every quiz go and takes up afresh, with
+                    // a new claim, whatever the ring gives it back.
+                    if !fenced && !self.lease_valid() && self.lease_until.load(Ordering::Acquire) > 0 {
+                        tracing::error!("this node's lease lapsed; handing off every quiz");
+                        fenced = true;
+                        self.shard.rebalance(false).await;
+                    }
                     let now = now_ms();
                     let lease = NodeLease {
                         node: me.clone(),
@@ -428,12 +437,6 @@ impl Owners {
                             fenced = false;
                         }
                         Err(e) => tracing::warn!(error = %e, "renewing the lease failed"),
-                    }
-                    if !fenced && !self.lease_valid() && self.lease_until.load(Ordering::Acquire) > 0 {
-                        // Others may take our quizzes now: stop serving them.
-                        tracing::error!("this node's lease lapsed; handing off every quiz");
-                        fenced = true;
-                        self.shard.rebalance(false).await;
                     }
                 }
                 _ = poll_tick.tick() => {

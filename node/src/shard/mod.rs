@@ -171,9 +171,22 @@ impl Shard {
         }
     }
 
-    /// Takes up a quiz this node now owns: waits (a bounded time) for a previous owner that is
-    /// still alive to hand it over, then claims and loads it.
+    /// Takes up a quiz this node now owns (see [`Shard::load`]).
     async fn take_over(&self, quiz: QuizId) {
+        if !self.inner.placement.is_mine(&quiz) {
+            return; // the ring moved on meanwhile
+        }
+        let slot = self.slot(&quiz);
+        if let Err(r) = slot.get_or_try_init(|| self.load(&quiz)).await {
+            self.forget(&quiz, &slot);
+            tracing::warn!(%quiz, reason = %r.message, "could not take the quiz up");
+        }
+    }
+
+    /// Waits (a bounded time) for a previous owner that is still alive to hand the quiz over:
+    /// to flush what it accepted and let go. One that is dead, or too slow, is fenced by the
+    /// claim that follows instead.
+    async fn wait_for_previous_owner(&self, quiz: &QuizId) {
         let wait = self
             .inner
             .config
@@ -183,12 +196,12 @@ impl Shard {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
         let stores = &self.inner.stores;
         while tokio::time::Instant::now() < deadline {
-            let previous = match stores.quizzes.quiz(&quiz).await {
+            let previous = match stores.quizzes.quiz(quiz).await {
                 Ok(Some(record)) => record.owner,
                 _ => None,
             };
             let Some(previous) = previous.filter(|p| p != self.inner.placement.me()) else {
-                break;
+                return;
             };
             let now = now_ms();
             let alive = match stores.membership.leases().await {
@@ -198,18 +211,11 @@ impl Shard {
                 Err(_) => false,
             };
             if !alive {
-                break;
+                return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if !self.inner.placement.is_mine(&quiz) {
-            return; // the ring moved on meanwhile
-        }
-        let slot = self.slot(&quiz);
-        if let Err(r) = slot.get_or_try_init(|| self.load(&quiz)).await {
-            self.forget(&quiz, &slot);
-            tracing::warn!(%quiz, reason = %r.message, "could not take the quiz up");
-        }
+        tracing::warn!(%quiz, "the previous owner did not hand the quiz over in time; fencing it");
     }
 
     /// Loads every quiz that has not ended, so that their timers run (deadlines, auto-advance)
@@ -307,12 +313,22 @@ impl Shard {
             // A phone reconnecting during shutdown must not start a quiz nobody will stop.
             return Err(unavailable("this node is shutting down; try another"));
         }
-        if !self.inner.placement.is_mine(quiz) {
+        let not_mine = || {
             // A stale edge, or a ring change in flight: never two owners.
-            return Err(unavailable(&format!(
+            unavailable(&format!(
                 "this node does not own the quiz (ring epoch {}); retry",
                 self.inner.placement.epoch()
-            )));
+            ))
+        };
+        if !self.inner.placement.is_mine(quiz) {
+            return Err(not_mine());
+        }
+        // Whether it came with a ring change or with a phone, a quiz another live node still
+        // holds is taken only once that node has let go (or could not in time): taking it
+        // sooner would fence the writes it still has in flight.
+        self.wait_for_previous_owner(quiz).await;
+        if !self.inner.placement.is_mine(quiz) {
+            return Err(not_mine());
         }
         let stores = &self.inner.stores;
         let record = stores
