@@ -4,6 +4,8 @@
 //!
 //! Secrets here are development secrets: this is for local use and tests only.
 
+pub mod processes;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 

@@ -5,13 +5,10 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use quiz_client::{AnswerError, RequestError};
-use quiz_protocol::client::{Ack, Role};
-use quiz_protocol::{Answer, HostCommand, Phase, PlayerNo, QuizSettings};
+use quiz_protocol::client::Role;
+use quiz_protocol::{Answer, HostCommand, Phase, QuizSettings};
 use rand::{Rng, SeedableRng};
 use support::*;
 
@@ -40,21 +37,20 @@ async fn two_sigkills_lose_nothing_acknowledged_and_count_nothing_twice() {
                     &cluster,
                     &quiz,
                     &format!("u{i}"),
-                    &format!("Pupil-{i}"),
+                    &nickname(i),
                     Role::Player,
                 )
                 .await,
             );
         }
-        // Every ack a phone got, by (phone, question).
-        let acks: Arc<Mutex<HashMap<(usize, u32), Ack>>> = Arc::default();
+        let acks = Acks::default();
         let mut drivers = Vec::new();
         for (i, phone) in phones.iter().cloned().enumerate() {
             let acks = acks.clone();
             let think = Duration::from_millis(rng.random_range(0..1500));
-            drivers.push(tokio::spawn(
-                async move { play(i, phone, think, acks).await },
-            ));
+            drivers.push(tokio::spawn(async move {
+                play(i, phone, QUESTIONS, think, acks).await
+            }));
         }
 
         // Two kills, each at a random moment of a random question.
@@ -84,171 +80,20 @@ async fn two_sigkills_lose_nothing_acknowledged_and_count_nothing_twice() {
         }
         assert_eq!(node.starts, 3, "killed twice, started three times");
 
-        // 1. Every acknowledged answer is in the log, once, with the points it was acked for.
-        let log = cluster.stores.answers.answers(&quiz).await.unwrap();
-        let players = cluster.stores.quizzes.players(&quiz).await.unwrap();
-        let by_nick: HashMap<&str, PlayerNo> = players
-            .iter()
-            .map(|p| (p.nickname.as_str(), p.player))
-            .collect();
-        let acks = acks.lock().unwrap().clone();
+        let acked = acks.lock().unwrap().len();
         assert!(
-            acks.len() > PHONES * 5,
-            "most answers were acknowledged ({}); node log:\n{}",
-            acks.len(),
+            acked > PHONES * 5,
+            "most answers were acknowledged ({acked}); node log:\n{}",
             node.log()
         );
-        for ((i, q), ack) in &acks {
-            let player = by_nick[format!("Pupil-{i}").as_str()];
-            let rows: Vec<_> = log
-                .iter()
-                .filter(|r| r.player == player && r.question == *q)
-                .collect();
-            assert_eq!(rows.len(), 1, "phone {i} question {q}");
-            assert_eq!(rows[0].answer_id, ack.answer_id);
-            assert_eq!(
-                rows[0].points, ack.points,
-                "phone {i} question {q}: acked points are recorded"
-            );
-        }
-
-        // 2. The Redis leaderboard equals the one computed from the log...
-        let mut expected: HashMap<PlayerNo, (u32, u64)> = HashMap::new();
-        for r in &log {
-            let e = expected.entry(r.player).or_default();
-            e.0 += r.points;
-            if r.points > 0 {
-                e.1 += u64::from(r.response_ms);
-            }
-        }
-        let mut want: Vec<(PlayerNo, u32, u64)> =
-            expected.iter().map(|(p, (s, t))| (*p, *s, *t)).collect();
-        want.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)).then(a.0.cmp(&b.0)));
-        let mut got = Vec::new();
-        for _ in 0..200 {
-            got = cluster
-                .stores
-                .leaderboards
-                .standings(&quiz, 1000)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|r| (r.player, r.score, r.tiebreak))
-                .collect();
-            if got == want {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(got, want, "Redis standings equal the log's");
-
-        // 3. ...and what every phone was last told.
-        let rank_of: HashMap<PlayerNo, (u32, u32)> = want
-            .iter()
-            .enumerate()
-            .map(|(i, (p, s, _))| (*p, (i as u32 + 1, *s)))
-            .collect();
-        for (i, phone) in phones.iter().enumerate() {
-            let player = by_nick[format!("Pupil-{i}").as_str()];
-            let (rank, score) = rank_of.get(&player).copied().unwrap_or((0, 0));
-            let seen = phone
-                .until(Duration::from_secs(20), |v| {
-                    (v.phase == Phase::Ended && v.score == score && v.rank == rank).then_some(())
-                })
-                .await;
-            let v = phone.view();
-            assert!(
-                seen.is_some(),
-                "phone {i} was last told {} / #{}, the log says {score} / #{rank}",
-                v.score,
-                v.rank
-            );
-        }
+        let logged = check_outcome(&cluster.stores, &quiz, &phones, &acks).await;
         eprintln!(
-            "{} answers acknowledged, {} in the log, node started {} times",
-            acks.len(),
-            log.len(),
+            "{acked} answers acknowledged, {logged} in the log, node started {} times",
             node.starts
         );
         RealCluster { node, ..cluster }.stop().await;
     })
     .await;
-}
-
-/// A phone answers every question it sees open, once, and keeps what it was acked.
-async fn play(
-    i: usize,
-    phone: Phone,
-    think: Duration,
-    acks: Arc<Mutex<HashMap<(usize, u32), Ack>>>,
-) {
-    let mut next = 0;
-    while next < QUESTIONS {
-        let open = phone
-            .until(Duration::from_secs(180), |v| {
-                if v.phase == Phase::Ended {
-                    return Some(None);
-                }
-                let q = v.question.as_ref()?;
-                (v.phase == Phase::Open && q.index >= next && v.answered.is_none())
-                    .then_some(Some(q.index))
-            })
-            .await
-            .flatten();
-        let Some(q) = open else { return };
-        tokio::time::sleep(think).await;
-        let right = !(i + q as usize).is_multiple_of(3);
-        let choice = if right { q % 4 } else { (q + 1) % 4 };
-        match phone.conn.answer(q, Answer::Choice(choice)).await {
-            Ok(ack) => {
-                acks.lock().unwrap().insert((i, q), ack);
-            }
-            // Too late after a restart, or already answered: not acknowledged, nothing to check.
-            Err(AnswerError::Rejected(_)) | Err(AnswerError::Timeout { .. }) => {}
-            Err(e) => panic!("phone {i}: {e}"),
-        }
-        next = q + 1;
-    }
-}
-
-/// The host reveals each question once it has closed and moves on, retrying across restarts.
-/// After an accepted command it waits for the view to move, because the `host_ok` can arrive
-/// before the broadcast that shows the new phase: looking too early would send `next` twice
-/// and skip a question.
-async fn drive_host(host: &Phone) {
-    loop {
-        let view = host
-            .until(Duration::from_secs(60), |v| match v.phase {
-                Phase::Lobby | Phase::Closed | Phase::Reveal | Phase::Ended => Some(v.clone()),
-                _ => None,
-            })
-            .await
-            .unwrap_or_else(|| host.view());
-        let command = match view.phase {
-            Phase::Ended => return,
-            Phase::Lobby => HostCommand::Start,
-            Phase::Closed => HostCommand::Reveal,
-            Phase::Reveal => HostCommand::Next,
-            _ => continue,
-        };
-        let before = (view.phase, view.question.as_ref().map(|q| q.index));
-        match host.conn.host(command, None).await {
-            Ok(_) => {
-                // If the view does not move (the node died right after acking), look again.
-                host.until(Duration::from_secs(5), |v| {
-                    ((v.phase, v.question.as_ref().map(|q| q.index)) != before).then_some(())
-                })
-                .await;
-            }
-            Err(RequestError::Rejected(_))
-            | Err(RequestError::Disconnected)
-            | Err(RequestError::NotConnected)
-            | Err(RequestError::Timeout) => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("host: {e}"),
-        }
-    }
 }
 
 /// A node killed while a question is open comes back with the same question open and the same

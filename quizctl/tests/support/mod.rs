@@ -3,6 +3,10 @@
 //! `quizctl node`, so it can be SIGKILLed and started again), and the router in this process.
 #![allow(dead_code, unreachable_pub)]
 
+mod game;
+#[allow(unused_imports)]
+pub use game::*;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -98,20 +102,17 @@ impl NodeProcess {
     }
 }
 
-/// PostgreSQL + Redis Cluster + one node process + an in-process router.
-pub struct RealCluster {
+/// A throwaway PostgreSQL database and a Redis Cluster (3 masters, 3 replicas) of this test's
+/// own, with the shipped question sets loaded.
+pub struct Backends {
     pub pg: Option<PgDatabase>,
     pub redis: RedisCluster,
     pub store: StoreConfig,
     pub stores: Stores,
-    pub node: NodeProcess,
-    pub router: quiz_router::RouterHandle,
-    pub shutdown: CancellationToken,
-    pub dir: PathBuf,
 }
 
-impl RealCluster {
-    pub async fn start(name: &str) -> RealCluster {
+impl Backends {
+    pub async fn start(name: &str) -> Backends {
         let pg = PgDatabase::create(name)
             .await
             .expect("a PostgreSQL database");
@@ -128,7 +129,43 @@ impl RealCluster {
         };
         let stores = Stores::open(&store).await.expect("stores open");
         quiz_local::seed(&stores).await.expect("content seeded");
+        Backends {
+            pg: Some(pg),
+            redis,
+            store,
+            stores,
+        }
+    }
 
+    /// Drops the database (the Redis Cluster stops when dropped).
+    pub async fn stop(mut self) {
+        if let Some(pg) = self.pg.take() {
+            drop(self.stores);
+            let _ = pg.drop_database().await;
+        }
+    }
+}
+
+/// PostgreSQL + Redis Cluster + one node process + an in-process router.
+pub struct RealCluster {
+    pub pg: Option<PgDatabase>,
+    pub redis: RedisCluster,
+    pub store: StoreConfig,
+    pub stores: Stores,
+    pub node: NodeProcess,
+    pub router: quiz_router::RouterHandle,
+    pub shutdown: CancellationToken,
+    pub dir: PathBuf,
+}
+
+impl RealCluster {
+    pub async fn start(name: &str) -> RealCluster {
+        let Backends {
+            pg,
+            redis,
+            store,
+            stores,
+        } = Backends::start(name).await;
         let dir = std::env::temp_dir().join(format!("quiz-mp-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (ws_port, admin_port) = (free_port(), free_port());
@@ -189,7 +226,7 @@ impl RealCluster {
             .await
             .expect("router starts");
         RealCluster {
-            pg: Some(pg),
+            pg,
             redis,
             store,
             stores,
@@ -205,25 +242,11 @@ impl RealCluster {
     }
 
     pub async fn client(&self, user: &str, role: Role) -> RouterClient {
-        let token = RouterClient::dev_token(&self.router_url(), user, role)
-            .await
-            .expect("dev token");
-        RouterClient::new(self.router_url(), token)
+        dev_client(&self.router_url(), user, role).await
     }
 
     pub async fn quiz(&self, set_json: &str, settings: QuizSettings) -> QuizId {
-        let host = self.client("host", Role::Host).await;
-        let set = quiz_local::parse_set(set_json).expect("valid set");
-        host.put_question_set(&set).await.expect("set imported");
-        let created = host
-            .create_quiz(&quiz_client::CreateQuiz {
-                question_set: set.id.clone(),
-                settings: Some(settings),
-                ..Default::default()
-            })
-            .await
-            .expect("quiz created");
-        created.quiz_id
+        create_quiz(&self.router_url(), set_json, settings).await
     }
 
     pub async fn stop(mut self) {
@@ -236,6 +259,30 @@ impl RealCluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A router client acting as `user` with `role`, with a dev token from the router at `url`.
+pub async fn dev_client(url: &str, user: &str, role: Role) -> RouterClient {
+    let token = RouterClient::dev_token(url, user, role)
+        .await
+        .expect("dev token");
+    RouterClient::new(url.to_string(), token)
+}
+
+/// Imports `set_json` and creates a quiz of it, hosted by `host`, through the router at `url`.
+pub async fn create_quiz(url: &str, set_json: &str, settings: QuizSettings) -> QuizId {
+    let host = dev_client(url, "host", Role::Host).await;
+    let set = quiz_local::parse_set(set_json).expect("valid set");
+    host.put_question_set(&set).await.expect("set imported");
+    let created = host
+        .create_quiz(&quiz_client::CreateQuiz {
+            question_set: set.id.clone(),
+            settings: Some(settings),
+            ..Default::default()
+        })
+        .await
+        .expect("quiz created");
+    created.quiz_id
 }
 
 /// A set of `questions` single-choice questions (options a-d; question q's right option is
@@ -295,10 +342,30 @@ impl Phone {
 
     /// Joins through `router` (whose token says who the phone is).
     pub async fn connect(router: &RouterClient, quiz: &QuizId, name: &str, role: Role) -> Phone {
-        let ticket = router
+        Phone::connect_at(router, quiz, name, role, None).await
+    }
+
+    /// Joins through `router`, trying the edge `first` (one of the ticket's) before the others:
+    /// how a test spreads phones over every node.
+    pub async fn connect_at(
+        router: &RouterClient,
+        quiz: &QuizId,
+        name: &str,
+        role: Role,
+        first: Option<&str>,
+    ) -> Phone {
+        let mut ticket = router
             .join(quiz, name, (role == Role::Host).then_some(Role::Host))
             .await
             .expect("join");
+        if let Some(first) = first {
+            let at = ticket
+                .ws_urls
+                .iter()
+                .position(|u| u == first)
+                .expect("the edge is in the ticket");
+            ticket.ws_urls.rotate_left(at);
+        }
         let options = patient_options().with_refresh(router.refresher(
             quiz.clone(),
             name.into(),

@@ -1,0 +1,272 @@
+//! The cluster as separate OS processes (`quizctl router` and three `quizctl node`) on
+//! PostgreSQL and a Redis Cluster:
+//! - 300 phones spread over every edge play a quiz while its owner is SIGKILLed mid-question:
+//!   the quiz goes on on another node, every acknowledged answer is counted exactly once, and
+//!   every phone gets the final standings;
+//! - a zombie: the owner is SIGSTOPped past its lease, another node takes the quiz over, the
+//!   old one is SIGCONTed with an answer waiting in its socket, and nothing it writes lands.
+
+mod support;
+
+use std::time::Duration;
+
+use quiz_local::processes::{Plan, ProcessCluster};
+use quiz_protocol::client::{AnswerFrame, ClientMessage, Role, ServerMessage};
+use quiz_protocol::{AnswerId, HostCommand, Phase, QuizSettings};
+use rand::{Rng, SeedableRng};
+use support::*;
+
+const PHONES: usize = 300;
+const QUESTIONS: u32 = 8;
+
+/// Three nodes and a router, each its own `quizctl` process, on `backends`.
+async fn processes(backends: &Backends, name: &str) -> (ProcessCluster, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("quiz-mp-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut plan = Plan::on_free_ports(&backends.store, 3, &dir.join("certs")).expect("a plan");
+    for node in &mut plan.nodes {
+        // Phones notice a frozen edge by its silence: ping often.
+        node.limits.ping_interval_s = 1;
+        node.limits.idle_timeout_s = 10;
+    }
+    let cluster = ProcessCluster::launch(env!("CARGO_BIN_EXE_quizctl").as_ref(), &dir, plan)
+        .await
+        .expect("the cluster starts");
+    (cluster, dir)
+}
+
+/// Every process's log, for a failure message.
+fn logs(cluster: &ProcessCluster) -> String {
+    let mut out = String::new();
+    for p in cluster.nodes.iter().chain([&cluster.router]) {
+        out += &format!("\n===== {} =====\n{}\n", p.name, p.log_tail(60));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_is_killed_mid_question_and_every_acknowledged_answer_counts_once() {
+    within(async {
+        let seed: u64 = rand::random();
+        eprintln!("seed {seed}");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let backends = Backends::start("mp_failover").await;
+        let (mut cluster, dir) = processes(&backends, "failover").await;
+        let router = cluster.router_url();
+        let set = single_choice_set("failover", QUESTIONS, 30);
+        let quiz = create_quiz(&router, &set, QuizSettings::default()).await;
+        let owner = cluster.owner_of(&quiz).await.unwrap();
+        let owner_name = cluster.plan.nodes[owner].node_id.clone();
+        eprintln!("{quiz} is owned by {owner_name}");
+
+        // The phones spread evenly over the three edges; the host on the owner's.
+        let host_router = dev_client(&router, "host", Role::Host).await;
+        let host = Phone::connect(&host_router, &quiz, "", Role::Host).await;
+        let mut phones = Vec::new();
+        for i in 0..PHONES {
+            let client = dev_client(&router, &format!("u{i}"), Role::Player).await;
+            let edge = cluster.ws_url(i % 3);
+            phones.push(
+                Phone::connect_at(&client, &quiz, &nickname(i), Role::Player, Some(&edge)).await,
+            );
+        }
+        let acks = Acks::default();
+        let mut drivers = Vec::new();
+        for (i, phone) in phones.iter().cloned().enumerate() {
+            let think = Duration::from_millis(rng.random_range(0..2500));
+            drivers.push(tokio::spawn(play(i, phone, QUESTIONS, think, acks.clone())));
+        }
+
+        // The owner dies at a random moment of question 2, 3 or 4.
+        let kill_at = rng.random_range(2..5u32);
+        let kill_delay = Duration::from_millis(rng.random_range(0..2000));
+        let watcher = host.clone();
+        let killed = async {
+            watcher
+                .until(Duration::from_secs(200), |v| {
+                    (v.phase == Phase::Open && v.question.as_ref().is_some_and(|q| q.index >= kill_at))
+                        .then_some(())
+                })
+                .await
+                .expect("the quiz gets there");
+            tokio::time::sleep(kill_delay).await;
+            let answers_before = acks.lock().unwrap().len();
+            cluster.nodes[owner].kill().await;
+            eprintln!("SIGKILL {owner_name} at question {kill_at} (+{kill_delay:?}), {answers_before} answers acked");
+        };
+        tokio::join!(drive_host(&host), killed);
+        for d in drivers {
+            d.await.unwrap();
+        }
+
+        // The quiz moved: the ring lost the dead node, and another node owns it now.
+        let ring = cluster.wait_for_ring(2).await.unwrap();
+        assert!(ring.members.iter().all(|m| m.node.0 != owner_name));
+        let record = backends.stores.quizzes.quiz(&quiz).await.unwrap().unwrap();
+        let new_owner = record.owner.clone().expect("an owner").0;
+        assert_ne!(new_owner, owner_name, "another node took the quiz over");
+        assert!(record.epoch.0 >= 2, "claimed with a higher epoch ({})", record.epoch.0);
+
+        let acked = acks.lock().unwrap().len();
+        assert!(
+            acked > PHONES * (QUESTIONS as usize - 2),
+            "most answers were acknowledged ({acked}); logs:{}",
+            logs(&cluster)
+        );
+        let logged = check_outcome(&backends.stores, &quiz, &phones, &acks).await;
+        let resumed = phones
+            .iter()
+            .filter(|p| p.joins.load(std::sync::atomic::Ordering::SeqCst) > 1)
+            .count();
+        eprintln!(
+            "REPORT {acked} answers acknowledged, {logged} in the log; {new_owner} took over; \
+             {resumed} phones rejoined"
+        );
+        cluster.shutdown().await;
+        backends.stop().await;
+        let _ = std::fs::remove_dir_all(dir);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombie_owner_paused_past_its_lease_writes_nothing_and_lets_the_quiz_go() {
+    within(async {
+        let backends = Backends::start("mp_zombie").await;
+        let (cluster, dir) = processes(&backends, "zombie").await;
+        let router = cluster.router_url();
+        let settings = QuizSettings {
+            close_when_all_answered: false,
+            ..QuizSettings::default()
+        };
+        let set = single_choice_set("zombie", 3, 120);
+        let quiz = create_quiz(&router, &set, settings).await;
+        let owner = cluster.owner_of(&quiz).await.unwrap();
+        let other = (owner + 1) % 3;
+        let owner_name = cluster.plan.nodes[owner].node_id.clone();
+
+        // The host and two phones on another edge; a raw socket on the owner's own edge.
+        let host_router = dev_client(&router, "host", Role::Host).await;
+        let host = Phone::connect_at(&host_router, &quiz, "", Role::Host, Some(&cluster.ws_url(other))).await;
+        let mut phones = Vec::new();
+        for i in 0..2 {
+            let client = dev_client(&router, &format!("u{i}"), Role::Player).await;
+            phones.push(Phone::connect_at(&client, &quiz, &nickname(i), Role::Player, Some(&cluster.ws_url(other))).await);
+        }
+        let late = dev_client(&router, "late", Role::Player).await;
+        let ticket = late.join(&quiz, "Late", None).await.unwrap();
+        let mut raw = quiz_client::RawSocket::connect(&cluster.ws_url(owner), Some(&ticket.session_token))
+            .await
+            .expect("a socket to the owner");
+        raw.send(&ClientMessage::Join { last_seq: None }).await.unwrap();
+
+        host.conn.host(HostCommand::Start, None).await.unwrap();
+        for (i, p) in phones.iter().enumerate() {
+            p.until(Duration::from_secs(10), |v| v.question.clone()).await.expect("question 0");
+            p.conn.answer(0, quiz_protocol::Answer::Choice(i as u32)).await.expect("acked by the owner");
+        }
+        let before = backends.stores.quizzes.quiz(&quiz).await.unwrap().unwrap();
+        assert_eq!(before.owner.as_ref().map(|n| n.0.as_str()), Some(owner_name.as_str()));
+
+        // Frozen past its lease: the ring drops it and another node claims the quiz.
+        cluster.nodes[owner].pause();
+        cluster.wait_for_ring(2).await.expect("the ring drops the frozen node");
+        let taken = loop {
+            let record = backends.stores.quizzes.quiz(&quiz).await.unwrap().unwrap();
+            if record.epoch > before.epoch {
+                break record;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_ne!(taken.owner.as_ref().map(|n| n.0.as_str()), Some(owner_name.as_str()));
+        // The quiz goes on under the new owner: question 1, answered.
+        // (`next` on an open question closes and reveals it; the second opens question 1.)
+        let on_question_1 = |v: &quiz_client::QuizView| {
+            v.phase == Phase::Open && v.question.as_ref().is_some_and(|q| q.index == 1)
+        };
+        while !on_question_1(&host.view()) {
+            if let Err(e) = host.conn.host(HostCommand::Next, None).await {
+                eprintln!("next: {e}");
+            }
+            host.until(Duration::from_secs(2), |v| on_question_1(v).then_some(()))
+                .await;
+        }
+        for (i, p) in phones.iter().enumerate() {
+            p.until(Duration::from_secs(30), |v| v.question.as_ref().filter(|q| q.index == 1).map(|_| ()))
+                .await
+                .unwrap_or_else(|| {
+                    panic!(
+                        "question 1 under the new owner; phone {:?}\nhost {:?}\nlogs:{}",
+                        p.view(),
+                        host.view(),
+                        logs(&cluster)
+                    )
+                });
+            p.conn.answer(1, quiz_protocol::Answer::Choice(i as u32)).await.expect("acked by the new owner");
+        }
+
+        // While it is frozen, an answer to question 0 waits in the old owner's socket; it wakes.
+        let stale = AnswerId::parse("zombie-answer").unwrap();
+        raw.send(&ClientMessage::Answer(AnswerFrame {
+            question: 0,
+            answer_id: stale.clone(),
+            choice: Some(0),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cluster.nodes[owner].resume();
+
+        // What the raw socket hears from the woken node: never an ack for that answer.
+        let heard = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut heard = Vec::new();
+            while let Ok(message) = raw.recv_message().await {
+                let ack = matches!(&message, ServerMessage::Ack(a) if a.answer_id == stale);
+                heard.push(format!("{message:?}").chars().take(100).collect::<String>());
+                assert!(!ack, "the zombie acknowledged an answer: {heard:?}");
+            }
+            heard
+        })
+        .await;
+        eprintln!("the raw socket heard: {heard:?}");
+
+        // It let the quiz go by itself.
+        let zombie_log = loop {
+            let log = cluster.nodes[owner].log();
+            if log.contains("lease lapsed") || log.contains("fenced") {
+                break log;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            zombie_log.contains("handing the quiz off") || zombie_log.contains("fenced"),
+            "the old owner stopped serving the quiz:\n{}",
+            cluster.nodes[owner].log_tail(40)
+        );
+
+        // None of its writes landed: the log holds exactly the acknowledged answers.
+        let log = backends.stores.answers.answers(&quiz).await.unwrap();
+        assert!(log.iter().all(|r| r.answer_id != stale), "the zombie's answer is not in the log");
+        assert_eq!(log.len(), 4, "two answers to each of two questions: {log:?}");
+
+        // The quiz still ends with standings that equal the log, wherever it lives now.
+        host.conn.host(HostCommand::End, None).await.unwrap();
+        let players = backends.stores.quizzes.players(&quiz).await.unwrap();
+        for p in &phones {
+            let player = players.iter().find(|r| r.nickname == p.name).unwrap().player;
+            let score: u32 = log.iter().filter(|r| r.player == player).map(|r| r.points).sum();
+            p.until(Duration::from_secs(20), |v| (v.phase == Phase::Ended && v.score == score).then_some(()))
+                .await
+                .unwrap_or_else(|| panic!("{} ends with {score}; logs:{}", p.name, logs(&cluster)));
+        }
+        eprintln!(
+            "REPORT zombie {owner_name}: quiz claimed at epoch {} by {:?} while it slept; its stale answer did not land",
+            taken.epoch.0, taken.owner
+        );
+        cluster.shutdown().await;
+        backends.stop().await;
+        let _ = std::fs::remove_dir_all(dir);
+    })
+    .await;
+}
