@@ -295,12 +295,19 @@ mod tests {
     #[test]
     fn the_shipped_configs_load() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        for file in ["deploy/local/node.toml", "deploy/production/node.toml"] {
+        for file in [
+            "deploy/local/node.toml",
+            "deploy/local/cluster/node-1.toml",
+            "deploy/local/cluster/node-2.toml",
+            "deploy/local/cluster/node-3.toml",
+            "deploy/production/node.toml",
+        ] {
             let config = Config::load(&root.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
             config.validate().unwrap_or_else(|e| panic!("{file}: {e}"));
         }
         let production = Config::load(&root.join("deploy/production/node.toml")).unwrap();
         assert_eq!(production.store.redis.map(|r| r.nodes.len()), Some(3));
+        assert!(production.cluster.is_some());
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! `quizctl`: run a local quiz system, host a quiz, play one, import questions.
 //!
 //! ```text
-//! quizctl up                                  # router + node on this machine, demo quiz ready
+//! quizctl up                                  # router + 3 nodes on this machine, demo quiz ready
 //! quizctl host --quiz K7M3QX                  # drive a quiz from the terminal
 //! quizctl play --quiz K7M3QX --name Ana       # play it
 //! quizctl import content/english-a1-b2.json   # add or replace a question set
 //! ```
 
+mod ca;
 mod host;
 mod import;
 mod play;
@@ -41,8 +42,10 @@ struct Target {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start a local system (router + one node, embedded SQLite) with a demo quiz.
+    /// Start a local cluster (router + 3 node processes, embedded SQLite) with a demo quiz.
     Up(up::Args),
+    /// Create the local cluster CA (once) and issue node and router certificates.
+    Ca(ca::Args),
     /// Create and drive a quiz as its host.
     Host(host::Args),
     /// Play a quiz in the terminal.
@@ -62,6 +65,7 @@ async fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(args) => up::run(args).await,
+        Command::Ca(args) => ca::run(args),
         Command::Host(args) => host::run(args).await,
         Command::Play(args) => play::run(args).await,
         Command::Import(args) => import::run(args).await,

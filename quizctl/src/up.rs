@@ -1,20 +1,54 @@
-//! `quizctl up`: the whole system on this machine. By default on the embedded store (SQLite,
-//! nothing to install); with `--real`, on PostgreSQL and a Redis Cluster started for the run.
+//! `quizctl up`: the whole system on this machine. By default a cluster of separate processes
+//! (the router and three nodes, configured by `deploy/local/cluster/`, talking QUIC under a CA
+//! made on first use); with `--single`, the router and one node inside this process. Storage is
+//! the embedded SQLite file unless `--real` asks for PostgreSQL and a Redis Cluster started for
+//! the run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use quiz_harness::{PgDatabase, RedisCluster};
+use quiz_local::processes::{Plan, ProcessCluster, ensure_certs};
 use quiz_local::{DEMO_HOST, LocalOptions, LocalSystem};
 use quiz_protocol::QuizSettings;
-use quiz_store::{RedisConfig, StoreConfig};
+use quiz_protocol::client::Role;
+use quiz_store::{RedisConfig, StoreConfig, Stores};
+
+/// The built-in copy of `deploy/local/cluster/`, for running outside the repository.
+const BUILT_IN: &[(&str, &str)] = &[
+    (
+        "router.toml",
+        include_str!("../../deploy/local/cluster/router.toml"),
+    ),
+    (
+        "node-1.toml",
+        include_str!("../../deploy/local/cluster/node-1.toml"),
+    ),
+    (
+        "node-2.toml",
+        include_str!("../../deploy/local/cluster/node-2.toml"),
+    ),
+    (
+        "node-3.toml",
+        include_str!("../../deploy/local/cluster/node-3.toml"),
+    ),
+];
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// Where the SQLite database lives.
+    /// Run the router and one node inside this process (ports 8080, 9080, 7001, 9101), without
+    /// QUIC or certificates, instead of a cluster of processes.
+    #[arg(long)]
+    single: bool,
+    /// The cluster's configuration files: `router.toml` and one `node-*.toml` per node.
+    /// Without this folder (outside the repository), a built-in copy of the default is used.
+    #[arg(long, default_value = "deploy/local/cluster")]
+    configs: PathBuf,
+    /// Where the running cluster keeps its state: the configurations in use and each
+    /// process's log (`cluster/`); with `--single`, also the SQLite file.
     #[arg(long, default_value = ".local")]
     data_dir: PathBuf,
-    /// Start from an empty database.
+    /// Start from an empty SQLite database.
     #[arg(long)]
     fresh: bool,
     /// Use PostgreSQL (a fresh database on the server at QUIZ_TEST_PG_URL, default
@@ -27,10 +61,15 @@ pub(crate) struct Args {
     log_json: bool,
 }
 
-pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    quiz_node::telemetry::init(args.log_json);
-    let mut backends = None;
-    let (store, described) = if args.real {
+/// PostgreSQL and Redis made for this run, dropped when it stops.
+struct Backends {
+    pg: PgDatabase,
+    _redis: RedisCluster,
+    store: StoreConfig,
+}
+
+impl Backends {
+    async fn start() -> anyhow::Result<Backends> {
         let pg = PgDatabase::create("local")
             .await
             .context("creating a PostgreSQL database")?;
@@ -47,22 +86,57 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             }),
             ..StoreConfig::sql(pg.url())
         };
-        let described = format!(
+        Ok(Backends {
+            pg,
+            _redis: redis,
+            store,
+        })
+    }
+
+    fn describe(&self) -> String {
+        let redis = self.store.redis.as_ref().map(|r| r.nodes.join(" "));
+        format!(
             "PostgreSQL {} and Redis Cluster {}",
-            pg.url(),
-            redis.seed_urls().join(" ")
-        );
-        backends = Some((pg, redis));
-        (store, described)
-    } else {
-        let db = args.data_dir.join("quiz.db");
-        if args.fresh {
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+            self.pg.url(),
+            redis.unwrap_or_default()
+        )
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        drop(self._redis);
+        self.pg.drop_database().await?;
+        Ok(())
+    }
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    quiz_node::telemetry::init(args.log_json);
+    let backends = match args.real {
+        true => Some(Backends::start().await?),
+        false => None,
+    };
+    let result = match args.single {
+        true => single(&args, backends.as_ref()).await,
+        false => cluster(&args, backends.as_ref()).await,
+    };
+    if let Some(backends) = backends {
+        backends.stop().await?;
+    }
+    result
+}
+
+/// The router and one node in this process.
+async fn single(args: &Args, backends: Option<&Backends>) -> anyhow::Result<()> {
+    let (store, described) = match backends {
+        Some(b) => (b.store.clone(), b.describe()),
+        None => {
+            let db = args.data_dir.join("quiz.db");
+            if args.fresh {
+                remove_sqlite(&db);
             }
+            let store = StoreConfig::sql(format!("sqlite://{}", db.display()));
+            (store, format!("embedded SQLite at {}", db.display()))
         }
-        let store = StoreConfig::sql(format!("sqlite://{}", db.display()));
-        (store, format!("embedded SQLite at {}", db.display()))
     };
     let system = LocalSystem::start(LocalOptions::fixed(store))
         .await
@@ -71,7 +145,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .create_quiz(DEMO_HOST, "demo", QuizSettings::default())
         .await?;
     let node = system.node(0);
-    println!("Quiz system is up ({described}).");
+    println!("Quiz system is up, in one process ({described}).");
     println!(
         "  router   {}   metrics http://{}/metrics",
         system.router_url(),
@@ -82,18 +156,167 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         node.ws_url(),
         node.admin_addr()
     );
+    print_demo(&quiz.to_string());
+    quiz_node::telemetry::shutdown_signal().await;
+    println!("stopping...");
+    system.shutdown().await;
+    Ok(())
+}
+
+/// The router and the nodes of `args.configs`, each its own process of this executable.
+async fn cluster(args: &Args, backends: Option<&Backends>) -> anyhow::Result<()> {
+    let mut plan = load_plan(&args.configs)?;
+    let described = match backends {
+        Some(b) => {
+            plan.router.store = b.store.clone();
+            for node in &mut plan.nodes {
+                node.store = b.store.clone();
+            }
+            b.describe()
+        }
+        None => {
+            let url = &plan.router.store.database_url;
+            if args.fresh
+                && let Some(path) = url.strip_prefix("sqlite://")
+            {
+                remove_sqlite(Path::new(path));
+            }
+            format!("embedded {url}")
+        }
+    };
+    prepare_certs(&plan)?;
+    if let Some(dir) = sqlite_dir(&plan.router.store.database_url) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let stores = Stores::open(&plan.router.store)
+        .await
+        .context("opening the store")?;
+    quiz_local::seed(&stores).await?;
+    drop(stores);
+
+    let exe = std::env::current_exe().context("finding this executable")?;
+    let run_dir = args.data_dir.join("cluster");
+    let cluster = ProcessCluster::launch(&exe, &run_dir, plan)
+        .await
+        .context("starting the cluster (are its ports free? see deploy/local/cluster/)")?;
+    let quiz = demo_quiz(&cluster.router_url()).await?;
+    println!(
+        "Quiz cluster is up: a router and {} nodes, each its own process ({described}).",
+        cluster.nodes.len()
+    );
+    println!(
+        "  router   {}   metrics http://{}/metrics   ring http://{}/v1/cluster/ring",
+        cluster.router_url(),
+        cluster.plan.router.admin_addr,
+        cluster.plan.router.admin_addr
+    );
+    for (i, node) in cluster.plan.nodes.iter().enumerate() {
+        println!(
+            "  {}   {}   metrics {}/metrics",
+            node.node_id,
+            cluster.ws_url(i),
+            cluster.admin_url(i)
+        );
+    }
+    println!("  logs     {}/*.log", run_dir.display());
+    print_demo(&quiz);
+    quiz_node::telemetry::shutdown_signal().await;
+    println!("stopping...");
+    cluster.shutdown().await;
+    Ok(())
+}
+
+/// Reads `router.toml` and every `node-*.toml` of `dir` (in name order), or the built-in copy
+/// of the defaults when `dir` does not exist.
+fn load_plan(dir: &Path) -> anyhow::Result<Plan> {
+    let files: Vec<(String, String)> = if dir.is_dir() {
+        let mut names: Vec<String> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n == "router.toml" || (n.starts_with("node-") && n.ends_with(".toml")))
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|n| {
+                let text = std::fs::read_to_string(dir.join(&n))
+                    .with_context(|| format!("reading {}", dir.join(&n).display()))?;
+                Ok((n, text))
+            })
+            .collect::<anyhow::Result<_>>()?
+    } else {
+        tracing::info!(dir = %dir.display(), "no such folder; using the built-in local cluster");
+        BUILT_IN
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect()
+    };
+    let mut router = None;
+    let mut nodes = Vec::new();
+    for (name, text) in files {
+        if name == "router.toml" {
+            router =
+                Some(quiz_router::Config::from_toml(&text).with_context(|| format!("in {name}"))?);
+        } else {
+            let node: quiz_node::Config =
+                toml::from_str(&text).with_context(|| format!("parsing {name}"))?;
+            node.validate().with_context(|| format!("in {name}"))?;
+            anyhow::ensure!(node.cluster.is_some(), "{name} has no [cluster] section");
+            nodes.push(node);
+        }
+    }
+    let router = router.with_context(|| format!("no router.toml in {}", dir.display()))?;
+    anyhow::ensure!(
+        router.cluster.is_some(),
+        "router.toml has no [cluster] section"
+    );
+    anyhow::ensure!(!nodes.is_empty(), "no node-*.toml in {}", dir.display());
+    Ok(Plan { router, nodes })
+}
+
+/// Creates the CA and the certificates the configurations name, where they name them, when
+/// missing.
+fn prepare_certs(plan: &Plan) -> anyhow::Result<()> {
+    let Some(cluster) = &plan.router.cluster else {
+        return Ok(());
+    };
+    let dir = cluster.ca_cert.parent().unwrap_or(Path::new("."));
+    let mut names = vec![cluster.router_id.as_str()];
+    names.extend(plan.nodes.iter().map(|n| n.node_id.as_str()));
+    ensure_certs(dir, &cluster.name, &names)
+        .with_context(|| format!("preparing certificates in {}", dir.display()))
+}
+
+/// The folder of an SQLite database URL.
+fn sqlite_dir(url: &str) -> Option<&Path> {
+    Path::new(url.strip_prefix("sqlite://")?).parent()
+}
+
+fn remove_sqlite(db: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+}
+
+/// Creates the demo quiz through the router, as the demo host.
+async fn demo_quiz(router: &str) -> anyhow::Result<String> {
+    let token = quiz_client::RouterClient::dev_token(router, DEMO_HOST, Role::Host).await?;
+    let client = quiz_client::RouterClient::new(router.to_string(), token);
+    let created = client
+        .create_quiz(&quiz_client::CreateQuiz {
+            question_set: "demo".into(),
+            settings: Some(QuizSettings::default()),
+            ..Default::default()
+        })
+        .await?;
+    Ok(created.quiz_id.to_string())
+}
+
+fn print_demo(quiz: &str) {
     println!();
     println!("Demo quiz: {quiz}  (6 questions; another: quizctl host --set english-a1-b2)");
     println!("  host it: cargo run -p quizctl -- host --quiz {quiz}");
     println!("  play it: cargo run -p quizctl -- play --quiz {quiz} --name Ana");
     println!();
     println!("Ctrl-C stops it.");
-    quiz_node::telemetry::shutdown_signal().await;
-    println!("stopping...");
-    system.shutdown().await;
-    if let Some((pg, redis)) = backends {
-        drop(redis);
-        pg.drop_database().await?;
-    }
-    Ok(())
 }

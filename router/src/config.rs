@@ -576,10 +576,13 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let local = Config::load(&root.join("deploy/local/router.toml")).unwrap();
         local.validate().unwrap();
+        let cluster = Config::load(&root.join("deploy/local/cluster/router.toml")).unwrap();
+        assert!(cluster.cluster.is_some() && cluster.nodes.is_empty());
         // The production file parses; its key is a placeholder until deployed.
         let production = Config::load(&root.join("deploy/production/router.toml")).unwrap();
         assert!(production.store.redis.is_some());
         assert!(!production.auth.dev_tokens);
+        assert!(production.cluster.is_some() && production.nodes.is_empty());
     }
 
     fn problems(config: &Config) -> String {

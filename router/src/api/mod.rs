@@ -23,7 +23,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use quiz_protocol::UserId;
+use quiz_protocol::{QuizId, UserId};
 use quiz_store::Stores;
 use serde::de::DeserializeOwned;
 
@@ -153,10 +153,25 @@ pub(crate) async fn healthz() -> &'static str {
 /// `GET /v1/cluster/ring` (admin listener): the ring in use, for operators and tests:
 /// `{"mode": "static"|"dynamic", "epoch", "updated_at", "members": [{"node", "weight",
 /// "ws_url", "cluster_addr"}]}`. Epoch 0 and no members before the first ring is published;
-/// a fixed ring has epoch 1, no `updated_at`, and empty cluster addresses.
-pub(crate) async fn cluster_ring(State(app): State<AppState>) -> Response {
+/// a fixed ring has epoch 1, no `updated_at`, and empty cluster addresses. With
+/// `?quiz=CODE`, also `"quiz": {"quiz", "nodes"}`: the quiz's owner first, then its fallbacks.
+pub(crate) async fn cluster_ring(
+    State(app): State<AppState>,
+    Query(query): Query<RingQuery>,
+) -> Result<Response, ApiError> {
+    let quiz = match query.quiz.as_deref() {
+        Some(code) => {
+            Some(QuizId::parse(code).map_err(|e| ApiError::BadRequest(format!("quiz: {e}")))?)
+        }
+        None => None,
+    };
     let placement = app.placement();
-    Json(placement.view(app.dynamic_membership)).into_response()
+    Ok(Json(placement.view(app.dynamic_membership, quiz)).into_response())
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct RingQuery {
+    quiz: Option<String>,
 }
 
 async fn not_found() -> ApiError {

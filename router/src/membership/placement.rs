@@ -33,6 +33,17 @@ pub(crate) struct RingView<'a> {
     epoch: u64,
     updated_at: Option<Millis>,
     members: &'a [RingMember],
+    /// With `?quiz=CODE`: the quiz and the members that would own it, owner first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quiz: Option<QuizPlacement>,
+}
+
+/// Where one quiz goes on the ring.
+#[derive(Serialize)]
+pub(crate) struct QuizPlacement {
+    quiz: QuizId,
+    /// The owner first, then the nodes that would take it over, in order.
+    nodes: Vec<NodeId>,
 }
 
 impl Placement {
@@ -87,13 +98,17 @@ impl Placement {
             .collect()
     }
 
-    /// The ring as the admin endpoint shows it.
-    pub(crate) fn view(&self, dynamic: bool) -> RingView<'_> {
+    /// The ring as the admin endpoint shows it, with where `quiz` goes if one is asked about.
+    pub(crate) fn view(&self, dynamic: bool, quiz: Option<QuizId>) -> RingView<'_> {
         RingView {
             mode: if dynamic { "dynamic" } else { "static" },
             epoch: self.epoch,
             updated_at: self.updated_at,
             members: &self.members,
+            quiz: quiz.map(|quiz| QuizPlacement {
+                nodes: self.ring.preference(&quiz),
+                quiz,
+            }),
         }
     }
 }

@@ -309,6 +309,30 @@ async fn a_fixed_ring_is_served_as_epoch_1() {
             .map(|n| (n.id.as_str(), n.ws_url.as_str()))
             .collect();
         assert_eq!(nodes, expected);
+        // Where one quiz goes: its owner first, then every other node as a fallback.
+        let code = "K7M3QX";
+        let weights: Vec<_> = h
+            .config
+            .nodes
+            .iter()
+            .map(|n| (node(&n.id), n.weight))
+            .collect();
+        let ring = Ring::new(1, &weights, h.config.vnodes_per_weight);
+        let quiz = QuizId::parse(code).unwrap();
+        let reply = h.admin_get(&format!("/v1/cluster/ring?quiz={code}")).await;
+        let body = reply.expect_ok(200);
+        assert_eq!(body["quiz"]["quiz"], code);
+        let nodes: Vec<&str> = body["quiz"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap())
+            .collect();
+        assert_eq!(nodes.len(), 3);
+        assert_eq!(nodes[0], ring.owner(&quiz).unwrap().0);
+        h.admin_get("/v1/cluster/ring?quiz=not-a-code")
+            .await
+            .expect_error(400, "bad_request");
         assert_eq!(metric(&h, "quiz_router_ring_epoch").await, 1.0);
         assert_eq!(metric(&h, "quiz_router_ring_members").await, 3.0);
         // The ring is for operators: not on the public listener.
