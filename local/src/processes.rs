@@ -21,6 +21,27 @@ use tokio::process::{Child, Command};
 
 use crate::{DEV_AUDIENCE, DEV_IDP_SECRET, DEV_ISSUER, DEV_SESSION_SECRET};
 
+/// Runs a shard node from its configuration file until SIGTERM or Ctrl-C: what an
+/// executable's `node --config FILE` subcommand does.
+pub async fn serve_node(config: &Path, log_json: bool) -> anyhow::Result<()> {
+    let mut config = quiz_node::Config::load(config)?;
+    config.log_json |= log_json;
+    quiz_node::telemetry::init(config.log_json);
+    quiz_node::serve(config, quiz_node::telemetry::shutdown_signal())
+        .await
+        .context("quiz node")
+}
+
+/// Runs a router from its configuration file until SIGTERM or Ctrl-C: what an executable's
+/// `router --config FILE` subcommand does.
+pub async fn serve_router(config: &Path, log_json: bool) -> anyhow::Result<()> {
+    let config = quiz_router::Config::load(config)?;
+    quiz_node::telemetry::init(log_json);
+    quiz_router::serve(config, quiz_node::telemetry::shutdown_signal())
+        .await
+        .context("quiz router")
+}
+
 /// The CA's files in a certificate directory.
 const CA_CERT: &str = "ca.pem";
 const CA_KEY: &str = "ca.key";

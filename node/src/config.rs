@@ -259,6 +259,9 @@ impl Config {
         if self.engine.leaderboard_interval_ms == 0 || self.engine.leaderboard_interval_ms > 5000 {
             return bad("engine.leaderboard_interval_ms must be 1-5000");
         }
+        if self.engine.rejoin_grace_ms > 60_000 {
+            return bad("engine.rejoin_grace_ms must be at most 60000");
+        }
         if let Some(c) = &self.cluster {
             if c.ca_cert.is_empty() || c.cert.is_empty() || c.key.is_empty() {
                 return bad("cluster.ca_cert, cluster.cert and cluster.key must be set");

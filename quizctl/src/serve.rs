@@ -17,20 +17,11 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn node(args: Args) -> anyhow::Result<()> {
-    let mut config = quiz_node::Config::load(&args.config)?;
-    config.log_json |= args.log_json;
-    quiz_node::telemetry::init(config.log_json);
-    quiz_node::serve(config, quiz_node::telemetry::shutdown_signal())
-        .await
-        .context("quiz node")
+    quiz_local::processes::serve_node(&args.config, args.log_json).await
 }
 
 pub(crate) async fn router(args: Args) -> anyhow::Result<()> {
-    let config = quiz_router::Config::load(&args.config)?;
-    quiz_node::telemetry::init(args.log_json);
-    quiz_router::serve(config, quiz_node::telemetry::shutdown_signal())
-        .await
-        .context("quiz router")
+    quiz_local::processes::serve_router(&args.config, args.log_json).await
 }
 
 #[derive(clap::Args)]

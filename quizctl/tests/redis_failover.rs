@@ -4,12 +4,12 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quiz_protocol::client::{Ack, Role};
 use quiz_protocol::{Answer, HostCommand, Phase, PlayerNo, QuizSettings};
+use quiz_store::StandingRow;
 use support::*;
 
 const PHONES: usize = 30;
@@ -103,17 +103,10 @@ async fn a_redis_master_dies_mid_quiz_and_the_leaderboard_still_equals_the_log()
         // The leaderboard store converges on the log.
         let log = cluster.stores.answers.answers(&quiz).await.unwrap();
         assert_eq!(log.len(), acked);
-        let mut expected: HashMap<PlayerNo, (u32, u64)> = HashMap::new();
-        for r in &log {
-            let e = expected.entry(r.player).or_default();
-            e.0 += r.points;
-            if r.points > 0 {
-                e.1 += u64::from(r.response_ms);
-            }
-        }
-        let mut want: Vec<(PlayerNo, u32, u64)> =
-            expected.iter().map(|(p, (s, t))| (*p, *s, *t)).collect();
-        want.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)).then(a.0.cmp(&b.0)));
+        let want: Vec<(PlayerNo, u32, u64)> = StandingRow::from_log(&log)
+            .into_iter()
+            .map(|r| (r.player, r.score, r.tiebreak))
+            .collect();
         let mut got = Vec::new();
         for _ in 0..300 {
             if let Ok(rows) = cluster.stores.leaderboards.standings(&quiz, 1000).await {

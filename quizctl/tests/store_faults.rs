@@ -11,7 +11,7 @@ use quiz_harness::{PgDatabase, RedisCluster, TcpProxy};
 use quiz_local::{LocalOptions, LocalSystem};
 use quiz_protocol::client::Role;
 use quiz_protocol::{Answer, HostCommand, Phase, QuizId, QuizSettings};
-use quiz_store::{RedisConfig, StoreConfig, Stores};
+use quiz_store::{RedisConfig, StandingRow, StoreConfig, Stores};
 use support::{Phone, within};
 
 fn redis_config(redis: &RedisCluster) -> RedisConfig {
@@ -53,17 +53,11 @@ fn through(url: &str, addr: std::net::SocketAddr) -> (String, std::net::SocketAd
 
 /// The standings the log implies, as (player, score, tiebreak), in leaderboard order.
 async fn standings_from_log(stores: &Stores, quiz: &QuizId) -> Vec<(u32, u32, u64)> {
-    let mut by: std::collections::BTreeMap<u32, (u32, u64)> = Default::default();
-    for r in stores.answers.answers(quiz).await.unwrap() {
-        let e = by.entry(r.player.0).or_default();
-        e.0 += r.points;
-        if r.points > 0 {
-            e.1 += u64::from(r.response_ms);
-        }
-    }
-    let mut v: Vec<_> = by.into_iter().map(|(p, (s, t))| (p, s, t)).collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)).then(a.0.cmp(&b.0)));
-    v
+    let log = stores.answers.answers(quiz).await.unwrap();
+    StandingRow::from_log(&log)
+        .into_iter()
+        .map(|r| (r.player.0, r.score, r.tiebreak))
+        .collect()
 }
 
 /// Waits until the leaderboard store's standings equal the log's.

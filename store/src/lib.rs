@@ -140,6 +140,36 @@ pub struct StandingRow {
     pub tiebreak: u64,
 }
 
+impl StandingRow {
+    /// The leaderboard an answer log implies, in leaderboard order: a player's score is the
+    /// sum of their points, the tiebreak the sum of response times of their scoring answers
+    /// (lower ranks first), then the player number. What every leaderboard store must hold
+    /// for a quiz once it has caught up with its log.
+    pub fn from_log(log: &[AnswerRecord]) -> Vec<StandingRow> {
+        let mut by_player: std::collections::HashMap<PlayerNo, StandingRow> =
+            std::collections::HashMap::new();
+        for r in log {
+            let row = by_player.entry(r.player).or_insert(StandingRow {
+                player: r.player,
+                score: 0,
+                tiebreak: 0,
+            });
+            row.score += r.points;
+            if r.points > 0 {
+                row.tiebreak += u64::from(r.response_ms);
+            }
+        }
+        let mut rows: Vec<StandingRow> = by_player.into_values().collect();
+        rows.sort_by(|a, b| {
+            b.score
+                .cmp(&a.score)
+                .then(a.tiebreak.cmp(&b.tiebreak))
+                .then(a.player.cmp(&b.player))
+        });
+        rows
+    }
+}
+
 /// Question sets.
 #[async_trait]
 pub trait ContentStore: Send + Sync + 'static {

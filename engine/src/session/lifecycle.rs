@@ -76,10 +76,15 @@ impl Session {
     /// When [`Session::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Millis> {
         let player = self.deadlines.first().map(|(at, _)| *at);
-        [self.phase_due(), player, self.board.next_push()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.phase_due(),
+            player,
+            self.board.next_push(),
+            self.early_close_hold,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Deadlines, auto-advance and leaderboard coalescing: everything due at `now`, in the
@@ -90,6 +95,15 @@ impl Session {
         loop {
             let phase_due = self.phase_due().filter(|at| *at <= now);
             let player_due = self.deadlines.first().copied().filter(|(at, _)| *at <= now);
+            if let Some(hold) = self.early_close_hold
+                && hold <= now
+                && phase_due.is_none_or(|at| hold <= at)
+                && player_due.is_none()
+            {
+                self.early_close_hold = None;
+                self.close_if_all_answered(now);
+                continue;
+            }
             match (phase_due, player_due) {
                 (Some(at), p) if p.is_none_or(|(p_at, _)| at <= p_at) => {
                     let before = self.progress.phase;
@@ -308,10 +322,12 @@ impl Session {
         Ok(())
     }
 
-    /// Closes the live question early once every connected player has answered.
+    /// Closes the live question early once every connected player has answered (not while
+    /// the players of a restored quiz are rejoining).
     pub(super) fn close_if_all_answered(&mut self, now: Millis) {
         let all_in = self.progress.phase == Phase::Open
             && self.spec.settings.close_when_all_answered
+            && self.early_close_hold.is_none_or(|hold| now >= hold)
             && self.connected > 0
             && self.waiting == 0;
         if all_in {

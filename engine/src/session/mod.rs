@@ -44,6 +44,7 @@ use stats::QuestionStats;
 
 /// Tunables of the engine. Each is a config value of the node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct EngineConfig {
     /// Leaderboard changes are pushed at most this often (and only when something changed).
     /// Lower is fresher but costs a frame per phone per interval.
@@ -57,6 +58,10 @@ pub struct EngineConfig {
     pub full_points_under_ms: u32,
     /// Typed answers of at least this many letters forgive a one-letter typo.
     pub typo_min_len: usize,
+    /// After a quiz is loaded from the store (a node restart, a failover, a handoff), a live
+    /// question does not close early for this long: its phones are still reconnecting, and
+    /// the first ones back must not cut the others short by all having answered.
+    pub rejoin_grace_ms: u32,
 }
 
 impl Default for EngineConfig {
@@ -67,6 +72,7 @@ impl Default for EngineConfig {
             answer_grace_ms: 300,
             full_points_under_ms: 500,
             typo_min_len: 5,
+            rejoin_grace_ms: 5_000,
         }
     }
 }
@@ -242,6 +248,8 @@ pub struct Session {
     /// Self-paced: when each player's question closes (deadline + grace). Entries may be stale
     /// (the player answered); they are checked when they fire.
     deadlines: BTreeSet<(Millis, PlayerNo)>,
+    /// No early close before this (set while restored phones rejoin); checked again then.
+    early_close_hold: Option<Millis>,
     board: Leaderboard,
     effects: VecDeque<Effect>,
 }
@@ -323,6 +331,7 @@ impl Session {
             connected: 0,
             waiting: 0,
             deadlines: BTreeSet::new(),
+            early_close_hold: None,
             board,
             effects: VecDeque::new(),
             spec,

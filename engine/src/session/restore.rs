@@ -13,6 +13,7 @@ use quiz_protocol::client::Ack;
 use quiz_protocol::{Phase, PlayerNo, Question};
 
 use super::{AnswerRecord, EngineConfig, Player, QuizSpec, SavedQuiz, Session, Slot};
+use crate::Millis;
 use crate::nickname;
 use crate::score;
 
@@ -80,6 +81,15 @@ impl Session {
             s.deadlines.extend(due);
         }
         s
+    }
+
+    /// Starts the rejoin grace of a restored session at `now`: for
+    /// [`EngineConfig::rejoin_grace_ms`], a live question does not close early, since its
+    /// phones are still reconnecting (a question whose time is up still closes).
+    pub fn begin_rejoin_grace(&mut self, now: Millis) {
+        if self.config.rejoin_grace_ms > 0 {
+            self.early_close_hold = Some(now + Millis::from(self.config.rejoin_grace_ms));
+        }
     }
 
     /// Counts one logged answer; false if it was not counted (unknown player, or a second

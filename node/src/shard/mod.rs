@@ -377,6 +377,7 @@ impl Shard {
             };
             let mut session = Session::restore(spec, engine, saved);
             session.start_leaderboard_versions_at(now_ms() as u64);
+            session.begin_rejoin_grace(now_ms());
             session
         };
         let (tx, rx) = mpsc::channel(self.inner.config.limits.quiz_queue_requests);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use quiz_client::{AnswerError, RequestError};
 use quiz_protocol::client::Ack;
 use quiz_protocol::{Answer, HostCommand, Phase, PlayerNo, QuizId};
-use quiz_store::Stores;
+use quiz_store::{StandingRow, Stores};
 
 use super::Phone;
 
@@ -50,17 +50,10 @@ pub async fn check_outcome(stores: &Stores, quiz: &QuizId, phones: &[Phone], ack
     }
 
     // 2. The Redis leaderboard equals the one computed from the log...
-    let mut expected: HashMap<PlayerNo, (u32, u64)> = HashMap::new();
-    for r in &log {
-        let e = expected.entry(r.player).or_default();
-        e.0 += r.points;
-        if r.points > 0 {
-            e.1 += u64::from(r.response_ms);
-        }
-    }
-    let mut want: Vec<(PlayerNo, u32, u64)> =
-        expected.iter().map(|(p, (s, t))| (*p, *s, *t)).collect();
-    want.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)).then(a.0.cmp(&b.0)));
+    let want: Vec<(PlayerNo, u32, u64)> = StandingRow::from_log(&log)
+        .into_iter()
+        .map(|r| (r.player, r.score, r.tiebreak))
+        .collect();
     let mut got = Vec::new();
     for _ in 0..200 {
         got = stores

@@ -186,3 +186,32 @@ fn an_ended_quiz_stays_ended() {
         ErrorCode::QuizEnded
     );
 }
+
+#[test]
+fn after_a_restore_the_first_phones_back_do_not_close_the_question_for_the_rest() {
+    let mut quiz = Quiz::new(vec![true_false(true); 2], settings());
+    let ana = quiz.join("Ana");
+    let bo = quiz.join("Bo");
+    quiz.join("Cy");
+    quiz.host(Start).unwrap();
+    quiz.at(1_000);
+    quiz.answer(ana, 0, "a0", Answer::Bool(true)).unwrap();
+
+    // The owner dies; the new one loads the quiz at 2 s. Nobody is connected to it yet.
+    let mut back = quiz.restored();
+    back.at(2_000);
+    back.s.begin_rejoin_grace(back.now);
+    back.take();
+    // Bo is back first and answers: he is the only one connected and everyone connected has
+    // answered, but Cy is still on her way back.
+    back.s.set_connected(bo, true, back.now);
+    back.at(2_500);
+    back.answer(bo, 0, "b0", Answer::Bool(true)).unwrap();
+    back.drain();
+    assert_eq!(back.s.phase(), Phase::Open);
+    back.tick(6_999);
+    assert_eq!(back.s.phase(), Phase::Open);
+    // The grace is over (5 s after the load) and nobody else came back: it closes then.
+    back.tick(7_000);
+    assert_eq!(back.s.phase(), Phase::Closed);
+}
