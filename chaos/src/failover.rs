@@ -68,6 +68,9 @@ struct Round {
     detected: Option<Duration>,
     /// Kill → each acknowledged answer, in order.
     acks: Vec<Duration>,
+    /// The same, of the phones that were on the killed node's edge and on the others.
+    dead_edge_acks: Vec<Duration>,
+    live_edge_acks: Vec<Duration>,
     /// Answers that got a definite refusal or none.
     refused: usize,
     logged: usize,
@@ -241,19 +244,25 @@ async fn one_round(
             let result = conn
                 .answer_with_id(0, answer_id.clone(), Answer::Choice(choice))
                 .await;
-            (answer_id, result, killed_at.elapsed())
+            (i % edges == owner, answer_id, result, killed_at.elapsed())
         }
     });
     let results = futures_util::future::join_all(answers).await;
     let detected = watcher.await.ok().flatten().map(|at| at - killed_at);
 
     let mut acks = Vec::new();
+    let mut dead_edge_acks = Vec::new();
+    let mut live_edge_acks = Vec::new();
     let mut acked: Vec<(AnswerId, u32)> = Vec::new();
     let mut refused = 0;
-    for (answer_id, result, after) in results {
+    for (on_dead_edge, answer_id, result, after) in results {
         match result {
             Ok(ack) => {
                 acks.push(after);
+                match on_dead_edge {
+                    true => dead_edge_acks.push(after),
+                    false => live_edge_acks.push(after),
+                }
                 acked.push((answer_id, ack.points));
             }
             Err(e @ (AnswerError::Rejected(_) | AnswerError::Timeout { .. })) => {
@@ -264,6 +273,8 @@ async fn one_round(
         }
     }
     acks.sort();
+    dead_edge_acks.sort();
+    live_edge_acks.sort();
 
     // Exactly once: every acknowledged answer in the log, once, with its points.
     let log = stores.answers.answers(&quiz).await?;
@@ -300,6 +311,8 @@ async fn one_round(
         epoch: record.epoch.0,
         detected,
         acks,
+        dead_edge_acks,
+        live_edge_acks,
         refused,
         logged: log.len(),
     })
@@ -380,6 +393,10 @@ fn report(
     let firsts: Vec<Duration> = sorted(rounds.iter().filter_map(Round::first));
     let detections: Vec<Duration> = sorted(rounds.iter().filter_map(|r| r.detected));
     let all: Vec<Duration> = sorted(rounds.iter().flat_map(|r| r.acks.iter().copied()));
+    let dead_edge: Vec<Duration> =
+        sorted(rounds.iter().flat_map(|r| r.dead_edge_acks.iter().copied()));
+    let live_edges: Vec<Duration> =
+        sorted(rounds.iter().flat_map(|r| r.live_edge_acks.iter().copied()));
     let acked: usize = rounds.iter().map(|r| r.acks.len()).sum();
     let refused: usize = rounds.iter().map(|r| r.refused).sum();
     let logged: usize = rounds.iter().map(|r| r.logged).sum();
@@ -423,6 +440,11 @@ fn report(
         ("kill → first accepted answer", &firsts),
         ("kill → the router's ring without the node", &detections),
         ("kill → each phone's answer accepted", &all),
+        ("… phones on the surviving edges", &live_edges),
+        (
+            "… phones on the killed node's edge (they reconnect first)",
+            &dead_edge,
+        ),
     ] {
         let _ = writeln!(
             out,

@@ -34,6 +34,10 @@ use crate::now_ms;
 use crate::placement::{Owner, Placement};
 use crate::shard::{EdgeId, Shard, next_edge_id, unavailable};
 
+/// How many times one request or subscription follows its quiz to a new owner before the
+/// phone is told to retry.
+const MAX_REQUEST_MOVES: u32 = 3;
+
 /// Routes requests and subscriptions to quizzes' owners, and serves peers.
 pub(crate) struct Owners {
     placement: Placement,
@@ -124,105 +128,152 @@ impl Owners {
             })
     }
 
-    /// Sends a request to the quiz's owner and waits for the reply.
+    /// Sends a request to the quiz's owner and waits for the reply. An owner that dies does
+    /// not hold the request for the whole peer timeout: when the ring moves the quiz away from
+    /// it, a request that is safe to send twice (join, answer, leave: the owner dedupes them)
+    /// goes to the new owner, and any other fails at once as retryable.
     pub(crate) async fn request(&self, quiz: &QuizId, request: EdgeRequest) -> OwnerReply {
-        match self.placement.owner(quiz) {
-            Owner::Me => self.shard.request(quiz, request).await,
-            Owner::Nobody => {
-                OwnerReply::Error(unavailable("no node serves this quiz right now; retry"))
-            }
-            Owner::Peer(member) => {
-                let id = self.next_request.fetch_add(1, Ordering::Relaxed);
-                let message = ClusterMessage::Request {
-                    id,
-                    quiz: quiz.clone(),
-                    request,
-                };
-                self.metrics
-                    .cluster_messages
-                    .with_label_values(&["request"])
-                    .inc();
-                match self.peer(&member).await {
-                    Ok(peer) => match peer.request(&message, self.peer_timeout()).await {
-                        Ok(ClusterMessage::Reply { reply, .. }) => reply,
-                        Ok(other) => {
-                            tracing::warn!(?other, "unexpected reply from a quiz's owner");
-                            OwnerReply::Error(unavailable("the quiz's owner answered oddly; retry"))
-                        }
-                        Err(e) => {
-                            self.forget_peer(&member.node).await;
-                            tracing::debug!(owner = %member.node, error = %e, "request to the owner failed");
-                            OwnerReply::Error(unavailable("the quiz's owner is unreachable; retry"))
-                        }
-                    },
-                    Err(rejection) => OwnerReply::Error(rejection),
+        let resendable = matches!(
+            request,
+            EdgeRequest::Join { .. } | EdgeRequest::Answer { .. } | EdgeRequest::Leave { .. }
+        );
+        let mut moves = 0;
+        loop {
+            let member = match self.placement.owner(quiz) {
+                Owner::Me => return self.shard.request(quiz, request).await,
+                Owner::Nobody => {
+                    return OwnerReply::Error(unavailable(
+                        "no node serves this quiz right now; retry",
+                    ));
                 }
+                Owner::Peer(member) => member,
+            };
+            tokio::select! {
+                reply = self.ask(&member, quiz, &request) => return reply,
+                () = self.placement.moved_from(quiz, &member.node) => {}
+            }
+            moves += 1;
+            tracing::debug!(%quiz, from = %member.node, "the quiz moved while a request waited");
+            if !resendable || moves > MAX_REQUEST_MOVES {
+                return OwnerReply::Error(unavailable("the quiz moved to another node; retry"));
+            }
+        }
+    }
+
+    /// One request to a peer that owns the quiz.
+    async fn ask(&self, member: &RingMember, quiz: &QuizId, request: &EdgeRequest) -> OwnerReply {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let message = ClusterMessage::Request {
+            id,
+            quiz: quiz.clone(),
+            request: request.clone(),
+        };
+        self.metrics
+            .cluster_messages
+            .with_label_values(&["request"])
+            .inc();
+        let peer = match self.peer(member).await {
+            Ok(peer) => peer,
+            Err(rejection) => return OwnerReply::Error(rejection),
+        };
+        match peer.request(&message, self.peer_timeout()).await {
+            Ok(ClusterMessage::Reply { reply, .. }) => reply,
+            Ok(other) => {
+                tracing::warn!(?other, "unexpected reply from a quiz's owner");
+                OwnerReply::Error(unavailable("the quiz's owner answered oddly; retry"))
+            }
+            Err(e) => {
+                self.forget_peer(&member.node).await;
+                tracing::debug!(owner = %member.node, error = %e, "request to the owner failed");
+                OwnerReply::Error(unavailable("the quiz's owner is unreachable; retry"))
             }
         }
     }
 
     /// Subscribes an edge room to a quiz's events, at the owner. The first event (the full
     /// leaderboard) has arrived when this returns, so a join sent afterwards misses nothing.
+    /// If the ring moves the quiz while the owner is being asked, the new owner is asked.
     pub(crate) async fn subscribe(
         &self,
         quiz: &QuizId,
         edge: EdgeId,
         events: mpsc::Sender<Arc<OwnerEvent>>,
     ) -> Result<Subscription, Rejection> {
-        match self.placement.owner(quiz) {
-            Owner::Me => {
-                self.shard.subscribe(quiz, edge, events).await?;
-                Ok(Subscription::Local {
-                    shard: self.shard.clone(),
-                    quiz: quiz.clone(),
-                    edge,
-                })
-            }
-            Owner::Nobody => Err(unavailable("no node serves this quiz right now; retry")),
-            Owner::Peer(member) => {
-                let peer = self.peer(&member).await?;
-                let first = ClusterMessage::Subscribe { quiz: quiz.clone() };
-                let opened = tokio::time::timeout(self.peer_timeout(), async {
-                    let (writer, mut reader) = peer.open(&first).await?;
-                    let head = reader.next().await?;
-                    Ok::<_, quiz_cluster::ClusterError>((writer, reader, head))
-                })
-                .await;
-                let (writer, reader, head) = match opened {
-                    Ok(Ok(parts)) => parts,
-                    Ok(Err(e)) => {
-                        self.forget_peer(&member.node).await;
-                        tracing::debug!(owner = %member.node, error = %e, "subscribing failed");
-                        return Err(unavailable("the quiz's owner is unreachable; retry"));
-                    }
-                    Err(_) => return Err(unavailable("the quiz's owner did not answer in time")),
-                };
-                match head {
-                    Some(ClusterMessage::Event { event, .. }) => {
-                        self.metrics
-                            .cluster_messages
-                            .with_label_values(&["event_in"])
-                            .inc();
-                        events
-                            .send(Arc::new(event))
-                            .await
-                            .map_err(|_| unavailable("room closed"))?;
-                    }
-                    Some(ClusterMessage::Reply {
-                        reply: OwnerReply::Error(r),
-                        ..
-                    }) => return Err(r),
-                    _ => return Err(unavailable("the quiz's owner ended the subscription")),
+        let mut moves = 0;
+        loop {
+            let member = match self.placement.owner(quiz) {
+                Owner::Me => {
+                    self.shard.subscribe(quiz, edge, events).await?;
+                    return Ok(Subscription::Local {
+                        shard: self.shard.clone(),
+                        quiz: quiz.clone(),
+                        edge,
+                    });
                 }
-                let pump = self
-                    .tracker
-                    .spawn(pump_events(reader, events, self.metrics.clone()));
-                Ok(Subscription::Remote {
-                    _writer: writer,
-                    pump,
-                })
+                Owner::Nobody => {
+                    return Err(unavailable("no node serves this quiz right now; retry"));
+                }
+                Owner::Peer(member) => member,
+            };
+            tokio::select! {
+                subscribed = self.subscribe_at(&member, quiz, &events) => return subscribed,
+                () = self.placement.moved_from(quiz, &member.node) => {}
+            }
+            moves += 1;
+            if moves > MAX_REQUEST_MOVES {
+                return Err(unavailable("the quiz moved to another node; retry"));
             }
         }
+    }
+
+    /// Subscribes at a peer that owns the quiz.
+    async fn subscribe_at(
+        &self,
+        member: &RingMember,
+        quiz: &QuizId,
+        events: &mpsc::Sender<Arc<OwnerEvent>>,
+    ) -> Result<Subscription, Rejection> {
+        let peer = self.peer(member).await?;
+        let first = ClusterMessage::Subscribe { quiz: quiz.clone() };
+        let opened = tokio::time::timeout(self.peer_timeout(), async {
+            let (writer, mut reader) = peer.open(&first).await?;
+            let head = reader.next().await?;
+            Ok::<_, quiz_cluster::ClusterError>((writer, reader, head))
+        })
+        .await;
+        let (writer, reader, head) = match opened {
+            Ok(Ok(parts)) => parts,
+            Ok(Err(e)) => {
+                self.forget_peer(&member.node).await;
+                tracing::debug!(owner = %member.node, error = %e, "subscribing failed");
+                return Err(unavailable("the quiz's owner is unreachable; retry"));
+            }
+            Err(_) => return Err(unavailable("the quiz's owner did not answer in time")),
+        };
+        match head {
+            Some(ClusterMessage::Event { event, .. }) => {
+                self.metrics
+                    .cluster_messages
+                    .with_label_values(&["event_in"])
+                    .inc();
+                events
+                    .send(Arc::new(event))
+                    .await
+                    .map_err(|_| unavailable("room closed"))?;
+            }
+            Some(ClusterMessage::Reply {
+                reply: OwnerReply::Error(r),
+                ..
+            }) => return Err(r),
+            _ => return Err(unavailable("the quiz's owner ended the subscription")),
+        }
+        let pump = self
+            .tracker
+            .spawn(pump_events(reader, events.clone(), self.metrics.clone()));
+        Ok(Subscription::Remote {
+            _writer: writer,
+            pump,
+        })
     }
 
     /// The connection to a member, opened if needed.

@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use quiz_protocol::cluster::RingMember;
 use quiz_protocol::ring::{DEFAULT_VNODES_PER_WEIGHT, Ring};
 use quiz_protocol::{NodeId, QuizId};
+use tokio::sync::watch;
 
 /// Who owns a quiz.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +27,8 @@ pub(crate) enum Owner {
 pub(crate) struct Placement {
     me: NodeId,
     inner: Arc<RwLock<View>>,
+    /// The epoch of the ring held, for those waiting for it to change.
+    epochs: Arc<watch::Sender<u64>>,
 }
 
 struct View {
@@ -46,6 +49,7 @@ impl Placement {
         Self {
             me,
             inner: Arc::new(RwLock::new(view)),
+            epochs: Arc::new(watch::Sender::new(0)),
         }
     }
 
@@ -59,6 +63,7 @@ impl Placement {
         Self {
             me,
             inner: Arc::new(RwLock::new(view)),
+            epochs: Arc::new(watch::Sender::new(0)),
         }
     }
 
@@ -84,7 +89,27 @@ impl Placement {
             .iter()
             .map(|m| (m.node.clone(), m.clone()))
             .collect();
+        drop(view);
+        self.epochs.send_replace(epoch);
         true
+    }
+
+    /// Waits until the ring no longer gives `quiz` to `node` (forever if it never does).
+    pub(crate) async fn moved_from(&self, quiz: &QuizId, node: &NodeId) {
+        let mut epochs = self.epochs.subscribe();
+        loop {
+            let owner = match self.owner(quiz) {
+                Owner::Me => Some(self.me.clone()),
+                Owner::Peer(member) => Some(member.node),
+                Owner::Nobody => None,
+            };
+            if owner.as_ref() != Some(node) {
+                return;
+            }
+            if epochs.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     pub(crate) fn owner(&self, quiz: &QuizId) -> Owner {

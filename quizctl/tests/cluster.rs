@@ -21,6 +21,15 @@ const QUESTIONS: u32 = 8;
 
 /// Three nodes and a router, each its own `quizctl` process, on `backends`.
 async fn processes(backends: &Backends, name: &str) -> (ProcessCluster, std::path::PathBuf) {
+    processes_with(backends, name, |_| {}).await
+}
+
+/// The same, with `adjust` applied to each node's configuration.
+async fn processes_with(
+    backends: &Backends,
+    name: &str,
+    adjust: impl Fn(&mut quiz_node::Config),
+) -> (ProcessCluster, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("quiz-mp-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut plan = Plan::on_free_ports(&backends.store, 3, &dir.join("certs")).expect("a plan");
@@ -28,6 +37,7 @@ async fn processes(backends: &Backends, name: &str) -> (ProcessCluster, std::pat
         // Phones notice a frozen edge by its silence: ping often.
         node.limits.ping_interval_s = 1;
         node.limits.idle_timeout_s = 10;
+        adjust(node);
     }
     let cluster = ProcessCluster::launch(env!("CARGO_BIN_EXE_quizctl").as_ref(), &dir, plan)
         .await
@@ -264,6 +274,78 @@ async fn a_zombie_owner_paused_past_its_lease_writes_nothing_and_lets_the_quiz_g
             "REPORT zombie {owner_name}: quiz claimed at epoch {} by {:?} while it slept; its stale answer did not land",
             taken.epoch.0, taken.owner
         );
+        cluster.shutdown().await;
+        backends.stop().await;
+        let _ = std::fs::remove_dir_all(dir);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_waiting_on_a_frozen_owner_goes_to_the_new_owner() {
+    within(async {
+        let backends = Backends::start("mp_reroute").await;
+        // Edges wait for an owner far longer than a phone waits for its ack: only following
+        // the quiz to its new owner gets the answer acknowledged in time.
+        let (cluster, dir) = processes_with(&backends, "reroute", |node| {
+            let c = node.cluster.as_mut().expect("clustered");
+            c.peer_timeout_ms = 600_000;
+            c.peer_idle_timeout_ms = 600_000;
+        })
+        .await;
+        let router = cluster.router_url();
+        let set = single_choice_set("reroute", 2, 120);
+        let quiz = create_quiz(&router, &set, QuizSettings::default()).await;
+        let owner = cluster.owner_of(&quiz).await.unwrap();
+        let other = (owner + 1) % 3;
+        let host_router = dev_client(&router, "host", Role::Host).await;
+        let host = Phone::connect_at(
+            &host_router,
+            &quiz,
+            "",
+            Role::Host,
+            Some(&cluster.ws_url(other)),
+        )
+        .await;
+        let client = dev_client(&router, "u0", Role::Player).await;
+        let phone = Phone::connect_at(
+            &client,
+            &quiz,
+            &nickname(0),
+            Role::Player,
+            Some(&cluster.ws_url(other)),
+        )
+        .await;
+        host.conn.host(HostCommand::Start, None).await.unwrap();
+        phone
+            .until(Duration::from_secs(10), |v| v.question.clone())
+            .await
+            .expect("question 0");
+
+        // The owner freezes; the answer goes to its edge, which forwards it to the frozen
+        // owner and waits. The phone's SDK gives up after its answer timeout (60 s).
+        cluster.nodes[owner].pause();
+        let ack = phone.conn.answer(0, quiz_protocol::Answer::Choice(0)).await;
+        let ack = ack.unwrap_or_else(|e| {
+            panic!(
+                "the answer was not acknowledged: {e}; logs:{}",
+                logs(&cluster)
+            )
+        });
+        let record = backends.stores.quizzes.quiz(&quiz).await.unwrap().unwrap();
+        let new_owner = record.owner.expect("an owner").0;
+        assert_ne!(
+            new_owner, cluster.plan.nodes[owner].node_id,
+            "acknowledged by the new owner"
+        );
+        let log = backends.stores.answers.answers(&quiz).await.unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(
+            (&log[0].answer_id, log[0].points),
+            (&ack.answer_id, ack.points)
+        );
+
+        cluster.nodes[owner].resume();
         cluster.shutdown().await;
         backends.stop().await;
         let _ = std::fs::remove_dir_all(dir);
