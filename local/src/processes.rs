@@ -115,9 +115,10 @@ impl Plan {
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         ensure_certs(certs, "local", &refs)?;
         let ca = certs.join(CA_CERT);
+        let mut ports = FreePorts::default();
         let router = quiz_router::Config {
-            http_addr: free_tcp()?,
-            admin_addr: free_tcp()?,
+            http_addr: ports.tcp()?,
+            admin_addr: ports.tcp()?,
             store: store.clone(),
             auth: quiz_router::AuthConfig {
                 issuer: DEV_ISSUER.into(),
@@ -157,13 +158,13 @@ impl Plan {
             let (cert, key) = cert_files(certs, &node_id);
             let mut config = quiz_node::Config {
                 node_id,
-                listen: free_tcp()?,
-                admin_listen: free_tcp()?,
+                listen: ports.tcp()?,
+                admin_listen: ports.tcp()?,
                 store: store.clone(),
                 session_secret: DEV_SESSION_SECRET.into(),
                 cluster: Some(quiz_node::config::ClusterConfig {
                     name: "local".into(),
-                    listen: free_udp()?,
+                    listen: ports.udp()?,
                     ca_cert: ca.display().to_string(),
                     cert: cert.display().to_string(),
                     key: key.display().to_string(),
@@ -187,14 +188,29 @@ impl Plan {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (free when asked: bind it soon).
-pub fn free_tcp() -> anyhow::Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+/// Distinct free ports on 127.0.0.1. Each stays bound until the picker is dropped, so two
+/// picks of one plan can never be the same port (a port freed at once may be handed out
+/// again by the next pick); bind them soon after.
+#[derive(Default)]
+struct FreePorts {
+    tcp: Vec<TcpListener>,
+    udp: Vec<UdpSocket>,
 }
 
-/// A free UDP port on 127.0.0.1.
-pub fn free_udp() -> anyhow::Result<SocketAddr> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
+impl FreePorts {
+    fn tcp(&mut self) -> anyhow::Result<SocketAddr> {
+        let socket = TcpListener::bind("127.0.0.1:0")?;
+        let addr = socket.local_addr()?;
+        self.tcp.push(socket);
+        Ok(addr)
+    }
+
+    fn udp(&mut self) -> anyhow::Result<SocketAddr> {
+        let socket = UdpSocket::bind("127.0.0.1:0")?;
+        let addr = socket.local_addr()?;
+        self.udp.push(socket);
+        Ok(addr)
+    }
 }
 
 /// One child process: its configuration file, its log, and how to tell it is up.

@@ -46,7 +46,9 @@ pub(crate) struct Owners {
     metrics: Metrics,
     /// `None` for a single node.
     endpoint: Option<Endpoint>,
-    peers: Mutex<HashMap<NodeId, Peer>>,
+    /// Open connections to other members, by node. Dropped when the node leaves the ring: if
+    /// it comes back, it is another process, and the old connection would only time out.
+    peers: Arc<Mutex<HashMap<NodeId, Peer>>>,
     next_request: AtomicU64,
     /// The end of this node's lease as last renewed (local wall clock, ms); 0 before.
     lease_until: AtomicI64,
@@ -72,7 +74,7 @@ impl Owners {
             config,
             metrics,
             endpoint: None,
-            peers: Mutex::new(HashMap::new()),
+            peers: Arc::new(Mutex::new(HashMap::new())),
             next_request: AtomicU64::new(1),
             lease_until: AtomicI64::new(0),
             tracker,
@@ -105,7 +107,7 @@ impl Owners {
             config,
             metrics,
             endpoint: Some(endpoint),
-            peers: Mutex::new(HashMap::new()),
+            peers: Arc::new(Mutex::new(HashMap::new())),
             next_request: AtomicU64::new(1),
             lease_until: AtomicI64::new(0),
             tracker,
@@ -432,6 +434,11 @@ impl Owners {
         if self.placement.update(epoch, members) {
             tracing::info!(epoch, members = members.len(), "new ring");
             self.metrics.ring_epoch.set(epoch as i64);
+            let peers = self.peers.clone();
+            let current: Vec<NodeId> = members.iter().map(|m| m.node.clone()).collect();
+            self.tracker.spawn(async move {
+                peers.lock().await.retain(|node, _| current.contains(node));
+            });
             let shard = self.shard.clone();
             let lease_ok = self.lease_valid();
             self.tracker

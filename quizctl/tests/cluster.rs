@@ -352,3 +352,81 @@ async fn an_answer_waiting_on_a_frozen_owner_goes_to_the_new_owner() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_restarts_is_reached_on_a_new_connection() {
+    within(async {
+        let backends = Backends::start("mp_restarted_peer").await;
+        // A stale connection to the old process would hang for the whole peer timeout, far
+        // longer than a phone waits.
+        let (mut cluster, dir) = processes_with(&backends, "restarted-peer", |node| {
+            let c = node.cluster.as_mut().expect("clustered");
+            c.peer_timeout_ms = 600_000;
+            c.peer_idle_timeout_ms = 600_000;
+        })
+        .await;
+        let router = cluster.router_url();
+        let set = single_choice_set("restarted-peer", 2, 120);
+        // Two quizzes owned by the same node.
+        let mut quizzes: Vec<(quiz_protocol::QuizId, usize)> = Vec::new();
+        while quizzes.len() < 2 {
+            let quiz = create_quiz(&router, &set, QuizSettings::default()).await;
+            let owner = cluster.owner_of(&quiz).await.unwrap();
+            if quizzes.first().is_none_or(|(_, o)| *o == owner) {
+                quizzes.push((quiz, owner));
+            }
+        }
+        let owner = quizzes[0].1;
+        let edge = cluster.ws_url((owner + 1) % 3);
+
+        // A phone on another edge makes that edge open a connection to the owner.
+        let first = dev_client(&router, "u0", Role::Player).await;
+        let phone = Phone::connect_at(
+            &first,
+            &quizzes[0].0,
+            &nickname(0),
+            Role::Player,
+            Some(&edge),
+        )
+        .await;
+        phone.conn.close().await;
+
+        // The owner dies and comes back as a new process.
+        cluster.nodes[owner].kill().await;
+        cluster.wait_for_ring(2).await.unwrap();
+        cluster.nodes[owner].start().await.unwrap();
+        cluster.wait_for_ring(3).await.unwrap();
+        assert_eq!(cluster.owner_of(&quizzes[1].0).await.unwrap(), owner);
+
+        // A phone joins its other quiz through the same edge, and answers.
+        let second = dev_client(&router, "u1", Role::Player).await;
+        let phone = Phone::connect_at(
+            &second,
+            &quizzes[1].0,
+            &nickname(1),
+            Role::Player,
+            Some(&edge),
+        )
+        .await;
+        let host_router = dev_client(&router, "host", Role::Host).await;
+        let host =
+            Phone::connect_at(&host_router, &quizzes[1].0, "", Role::Host, Some(&edge)).await;
+        host.conn.host(HostCommand::Start, None).await.unwrap();
+        phone
+            .until(Duration::from_secs(30), |v| v.question.clone())
+            .await
+            .expect("question 0");
+        let ack = phone.conn.answer(0, quiz_protocol::Answer::Choice(0)).await;
+        ack.unwrap_or_else(|e| {
+            panic!(
+                "the answer was not acknowledged: {e}; logs:{}",
+                logs(&cluster)
+            )
+        });
+
+        cluster.shutdown().await;
+        backends.stop().await;
+        let _ = std::fs::remove_dir_all(dir);
+    })
+    .await;
+}
