@@ -26,6 +26,64 @@ pub const DEV_AUDIENCE: &str = "quiz-app";
 /// The user that owns the demo quiz; `quizctl host` acts as this user by default.
 pub const DEMO_HOST: &str = "demo-host";
 
+/// A router for a local system on `store`: development secrets, dev tokens for any user, and
+/// no join or creation limits (tests and terminals drive it from one address; a test of 50+
+/// phones would trip over them).
+pub fn dev_router_config(
+    store: StoreConfig,
+    http: SocketAddr,
+    admin: SocketAddr,
+) -> quiz_router::Config {
+    quiz_router::Config {
+        http_addr: http,
+        admin_addr: admin,
+        store,
+        auth: quiz_router::AuthConfig {
+            issuer: DEV_ISSUER.into(),
+            audience: DEV_AUDIENCE.into(),
+            hs256_secret: Some(DEV_IDP_SECRET.into()),
+            dev_tokens: true,
+            ..Default::default()
+        },
+        session: quiz_router::SessionConfig {
+            secret: DEV_SESSION_SECRET.into(),
+            ..Default::default()
+        },
+        limits: quiz_router::LimitsConfig {
+            joins_per_ip_per_minute: 1_000_000,
+            join_burst: 1_000_000,
+            quiz_creations_per_user_per_minute: 1_000_000,
+            quiz_creation_burst: 1_000_000,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// A node's cluster settings for tests: the cluster `local`, QUIC on `listen`, and quick
+/// leases, so that a dead node's quizzes move after about a second.
+pub fn quick_cluster_config(
+    listen: SocketAddr,
+    ca_cert: String,
+    cert: String,
+    key: String,
+) -> quiz_node::config::ClusterConfig {
+    quiz_node::config::ClusterConfig {
+        name: "local".into(),
+        listen,
+        ca_cert,
+        cert,
+        key,
+        lease_ttl_ms: 1000,
+        lease_renew_ms: 200,
+        ring_poll_ms: 200,
+        handoff_wait_ms: 1000,
+        peer_timeout_ms: 2000,
+        peer_idle_timeout_ms: 2000,
+        ..Default::default()
+    }
+}
+
 /// The English question bank shipped with the project.
 pub const ENGLISH_BANK_JSON: &str = include_str!("../../content/english-a1-b2.json");
 /// The six-question demo set.
@@ -156,20 +214,12 @@ impl LocalSystem {
         config.session_secret = DEV_SESSION_SECRET.into();
         if let Some(ca) = &self.ca {
             let issued = ca.issue(&config.node_id).context("a node certificate")?;
-            config.cluster = Some(quiz_node::config::ClusterConfig {
-                name: "local".into(),
-                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-                ca_cert: ca.cert_pem(),
-                cert: issued.cert_pem,
-                key: issued.key_pem,
-                lease_ttl_ms: 1000,
-                lease_renew_ms: 200,
-                ring_poll_ms: 200,
-                handoff_wait_ms: 1000,
-                peer_timeout_ms: 2000,
-                peer_idle_timeout_ms: 2000,
-                ..Default::default()
-            });
+            config.cluster = Some(quick_cluster_config(
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                ca.cert_pem(),
+                issued.cert_pem,
+                issued.key_pem,
+            ));
         }
         (self.options.node_config)(&mut config);
         Ok(config)
@@ -245,32 +295,11 @@ impl LocalSystem {
     }
 
     async fn start_router(&self) -> anyhow::Result<quiz_router::RouterHandle> {
-        let mut config = quiz_router::Config {
-            http_addr: self.options.router_addr,
-            admin_addr: self.options.router_admin_addr,
-            store: self.store.clone(),
-            auth: quiz_router::AuthConfig {
-                issuer: DEV_ISSUER.into(),
-                audience: DEV_AUDIENCE.into(),
-                hs256_secret: Some(DEV_IDP_SECRET.into()),
-                dev_tokens: true,
-                ..Default::default()
-            },
-            session: quiz_router::SessionConfig {
-                secret: DEV_SESSION_SECRET.into(),
-                ..Default::default()
-            },
-            // Local systems are driven by tests and terminals from one address: no join
-            // limits that a test of 50+ phones would trip over.
-            limits: quiz_router::LimitsConfig {
-                joins_per_ip_per_minute: 1_000_000,
-                join_burst: 1_000_000,
-                quiz_creations_per_user_per_minute: 1_000_000,
-                quiz_creation_burst: 1_000_000,
-                ..Default::default()
-            },
-            ..Default::default()
-        };
+        let mut config = dev_router_config(
+            self.store.clone(),
+            self.options.router_addr,
+            self.options.router_admin_addr,
+        );
         match &self.ca {
             None => {
                 config.nodes = self

@@ -19,7 +19,7 @@ use quiz_store::StoreConfig;
 use serde::Deserialize;
 use tokio::process::{Child, Command};
 
-use crate::{DEV_AUDIENCE, DEV_IDP_SECRET, DEV_ISSUER, DEV_SESSION_SECRET};
+use crate::{DEV_SESSION_SECRET, dev_router_config, quick_cluster_config};
 
 /// Runs a shard node from its configuration file until SIGTERM or Ctrl-C: what an
 /// executable's `node --config FILE` subcommand does.
@@ -117,27 +117,6 @@ impl Plan {
         let ca = certs.join(CA_CERT);
         let mut ports = FreePorts::default();
         let router = quiz_router::Config {
-            http_addr: ports.tcp()?,
-            admin_addr: ports.tcp()?,
-            store: store.clone(),
-            auth: quiz_router::AuthConfig {
-                issuer: DEV_ISSUER.into(),
-                audience: DEV_AUDIENCE.into(),
-                hs256_secret: Some(DEV_IDP_SECRET.into()),
-                dev_tokens: true,
-                ..Default::default()
-            },
-            session: quiz_router::SessionConfig {
-                secret: DEV_SESSION_SECRET.into(),
-                ..Default::default()
-            },
-            limits: quiz_router::LimitsConfig {
-                joins_per_ip_per_minute: 1_000_000,
-                join_burst: 1_000_000,
-                quiz_creations_per_user_per_minute: 1_000_000,
-                quiz_creation_burst: 1_000_000,
-                ..Default::default()
-            },
             cluster: Some(quiz_router::ClusterConfig {
                 name: "local".into(),
                 router_id: "router".into(),
@@ -150,7 +129,7 @@ impl Plan {
                 push_timeout_ms: 1000,
             }),
             shutdown_grace_ms: 2000,
-            ..Default::default()
+            ..dev_router_config(store.clone(), ports.tcp()?, ports.tcp()?)
         };
         let mut configs = Vec::new();
         for i in 1..=nodes {
@@ -162,20 +141,12 @@ impl Plan {
                 admin_listen: ports.tcp()?,
                 store: store.clone(),
                 session_secret: DEV_SESSION_SECRET.into(),
-                cluster: Some(quiz_node::config::ClusterConfig {
-                    name: "local".into(),
-                    listen: ports.udp()?,
-                    ca_cert: ca.display().to_string(),
-                    cert: cert.display().to_string(),
-                    key: key.display().to_string(),
-                    lease_ttl_ms: 1000,
-                    lease_renew_ms: 200,
-                    ring_poll_ms: 200,
-                    handoff_wait_ms: 1000,
-                    peer_timeout_ms: 2000,
-                    peer_idle_timeout_ms: 2000,
-                    ..Default::default()
-                }),
+                cluster: Some(quick_cluster_config(
+                    ports.udp()?,
+                    ca.display().to_string(),
+                    cert.display().to_string(),
+                    key.display().to_string(),
+                )),
                 ..Default::default()
             };
             config.limits.shutdown_grace_s = 2;
