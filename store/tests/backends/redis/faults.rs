@@ -87,11 +87,26 @@ fn board_key(quiz: &QuizId) -> String {
 }
 
 /// Applies a batch until it goes through, as the node's journal does; returns the failures.
-async fn apply_until_done(lb: &RedisLeaderboard, batch: &[AnswerRecord]) -> usize {
+/// `logged` is the answer log so far (the batch included: the log is written first); when
+/// Redis answers that it lost the quiz (a failover before the replica had its data), the
+/// quiz is rebuilt from it, as the journal does, and the batch applied again.
+async fn apply_until_done(
+    lb: &RedisLeaderboard,
+    batch: &[AnswerRecord],
+    logged: &[AnswerRecord],
+) -> usize {
     let mut failures = 0;
     loop {
         match lb.apply(Epoch::FIRST, batch).await {
             Ok(()) => return failures,
+            Err(StoreError::NeedsRebuild(quiz)) => {
+                failures += 1;
+                eprintln!("Redis lost {quiz}; rebuilding it from the log");
+                if let Err(e) = lb.rebuild(&quiz, Epoch::FIRST, logged, &[]).await {
+                    eprintln!("rebuild failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
             Err(e) if e.retryable() => {
                 failures += 1;
                 if failures % 50 == 0 {
@@ -136,7 +151,8 @@ async fn a_master_killed_mid_stream_counts_every_answer_once() {
             tokio::spawn(async move {
                 let mut failures = 0;
                 for (i, batch) in log.chunks(4).enumerate() {
-                    failures += apply_until_done(&lb, batch).await;
+                    let logged = &log[..(i * 4 + batch.len())];
+                    failures += apply_until_done(&lb, batch, logged).await;
                     acked.store(i + 1, Ordering::SeqCst);
                     // An owner's pace: the stream is still going when the master dies.
                     tokio::time::sleep(Duration::from_millis(2)).await;
@@ -168,7 +184,7 @@ async fn a_master_killed_mid_stream_counts_every_answer_once() {
         }
         // What the failover lost went with its `seen` marks (one script, one replicated
         // effect): replaying the log counts exactly those.
-        apply_until_done(&lb, &log).await;
+        apply_until_done(&lb, &log, &log).await;
         assert_eq!(lb.standings(&quiz, 1_000).await.unwrap(), expected);
         eprintln!(
             "master {master} killed after {acked_at_kill}/{batches} batches, {new_master} took \
@@ -229,9 +245,10 @@ async fn scripts_run_again_after_broken_connections_count_once() {
         let log = log_of(&quiz, 60, 20);
         let mut failures = 0;
         let mut calls = 0;
-        for batch in log.chunks(40) {
-            failures += apply_until_done(&lb, batch).await;
-            failures += apply_until_done(&lb, batch).await;
+        for (i, batch) in log.chunks(40).enumerate() {
+            let logged = &log[..(i * 40 + batch.len())];
+            failures += apply_until_done(&lb, batch, logged).await;
+            failures += apply_until_done(&lb, batch, logged).await;
             calls += 2;
         }
         stop.store(true, Ordering::SeqCst);
@@ -274,7 +291,7 @@ async fn scripts_run_again_after_broken_connections_count_once() {
             }
         };
         assert!(dropped && !partial.is_empty() && partial != expected);
-        apply_until_done(&lb, &big).await;
+        apply_until_done(&lb, &big, &big).await;
         assert_eq!(lb.standings(&quiz, 10_000).await.unwrap(), expected);
     })
     .await;
