@@ -26,6 +26,20 @@ pub const DEV_AUDIENCE: &str = "quiz-app";
 /// The user that owns the demo quiz; `quizctl host` acts as this user by default.
 pub const DEMO_HOST: &str = "demo-host";
 
+/// Client options for test phones that must ride out a node going away: quick reconnects
+/// (50 ms doubling to 500 ms, 200 attempts), and answers retried every 200 ms at most until a
+/// 60 s answer timeout.
+pub fn patient_options() -> quiz_client::Options {
+    let mut o = quiz_client::Options::for_test();
+    o.reconnect.base = std::time::Duration::from_millis(50);
+    o.reconnect.cap = std::time::Duration::from_millis(500);
+    o.reconnect.max_attempts = 200;
+    o.answer_timeout = std::time::Duration::from_secs(60);
+    o.answer_retry.cap = std::time::Duration::from_millis(200);
+    o.answer_retry.max_attempts = 1000;
+    o
+}
+
 /// A router for a local system on `store`: development secrets, dev tokens for any user, and
 /// no join or creation limits (tests and terminals drive it from one address; a test of 50+
 /// phones would trip over them).

@@ -19,14 +19,7 @@ pub const TEST_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Options for phones that must ride out a node going away: reconnect and retry patiently.
 pub fn patient() -> Options {
-    let mut o = Options::for_test();
-    o.reconnect.base = Duration::from_millis(50);
-    o.reconnect.cap = Duration::from_millis(500);
-    o.reconnect.max_attempts = 200;
-    o.answer_timeout = Duration::from_secs(60);
-    o.answer_retry.cap = Duration::from_millis(200);
-    o.answer_retry.max_attempts = 1000;
-    o
+    quiz_local::patient_options()
 }
 
 pub async fn within<T>(f: impl Future<Output = T>) -> T {

@@ -305,16 +305,7 @@ pub fn single_choice_set(id: &str, questions: u32, time_limit_s: u32) -> String 
 
 /// Reconnect patiently: a node restart takes a second or two.
 pub fn patient_options() -> Options {
-    let mut o = Options::for_test();
-    o.reconnect.base = Duration::from_millis(50);
-    o.reconnect.cap = Duration::from_millis(500);
-    o.reconnect.max_attempts = 200;
-    o.answer_timeout = Duration::from_secs(60);
-    // Keep retrying a retryable refusal (a store or owner away) until the answer timeout.
-    o.answer_retry.cap = Duration::from_millis(200);
-    o.answer_retry.max_attempts = 1000;
-    o.request_timeout = Duration::from_secs(5);
-    o
+    quiz_local::patient_options()
 }
 
 /// A phone: a connection and what it has seen.
