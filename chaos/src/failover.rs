@@ -134,7 +134,7 @@ async fn rounds(
     let exe = std::env::current_exe()?;
     let mut cluster = ProcessCluster::launch(&exe, &args.dir, plan).await?;
     let router = cluster.router_url();
-    let host = dev_client(&router, "chaos-host", Role::Host).await?;
+    let host = RouterClient::dev(&router, "chaos-host", Role::Host).await?;
     host.put_question_set(&quiz_local::parse_set(&question_set())?)
         .await?;
     let mut rounds = Vec::new();
@@ -212,7 +212,7 @@ async fn one_round(
     let host_phone = Phone::join(host, &quiz, "", Role::Host, &cluster.ws_url(survivor)).await?;
     let mut phones = Vec::with_capacity(args.phones);
     for i in 0..args.phones {
-        let client = dev_client(&router, &format!("chaos-{i}"), Role::Player).await?;
+        let client = RouterClient::dev(&router, &format!("chaos-{i}"), Role::Player).await?;
         let edge = cluster.ws_url(i % edges);
         phones.push(Phone::join(&client, &quiz, &format!("Pupil {i}"), Role::Player, &edge).await?);
     }
@@ -360,11 +360,6 @@ async fn leaderboard_equals_log(stores: &Stores, quiz: &QuizId) -> anyhow::Resul
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!("the leaderboard of {quiz} does not equal its log: {got:?} != {want:?}")
-}
-
-async fn dev_client(url: &str, user: &str, role: Role) -> anyhow::Result<RouterClient> {
-    let token = RouterClient::dev_token(url, user, role).await?;
-    Ok(RouterClient::new(url.to_string(), token))
 }
 
 const SET_ID: &str = "chaos-failover";

@@ -294,6 +294,13 @@ impl RouterClient {
         Ok(Self::dev_token_with(base_url, &req).await?.token)
     }
 
+    /// A client acting as `user` with `role`, with a token from the dev issuer (dev setups
+    /// only).
+    pub async fn dev(base_url: &str, user: &str, role: Role) -> Result<RouterClient, ClientError> {
+        let token = Self::dev_token(base_url, user, role).await?;
+        Ok(RouterClient::new(base_url, token))
+    }
+
     /// [`RouterClient::dev_token`] with every field of the request.
     pub async fn dev_token_with(
         base_url: &str,

@@ -381,8 +381,7 @@ impl LocalSystem {
 
     /// A router client acting as `user` with `role` (a dev token).
     pub async fn client(&self, user: &str, role: Role) -> anyhow::Result<RouterClient> {
-        let token = RouterClient::dev_token(&self.router_url(), user, role).await?;
-        Ok(RouterClient::new(self.router_url(), token))
+        Ok(RouterClient::dev(&self.router_url(), user, role).await?)
     }
 
     /// Creates a quiz from a stored question set, hosted by `host`.

@@ -14,7 +14,6 @@ use anyhow::Context;
 use quiz_cluster::ClusterCa;
 use quiz_protocol::QuizId;
 use quiz_protocol::cluster::RingMember;
-use quiz_protocol::ring::Ring;
 use quiz_store::StoreConfig;
 use serde::Deserialize;
 use tokio::process::{Child, Command};
@@ -353,20 +352,6 @@ pub struct RingView {
     pub members: Vec<RingMember>,
 }
 
-impl RingView {
-    /// The node that owns `quiz` under this ring.
-    pub fn owner(&self, quiz: &QuizId, vnodes_per_weight: u32) -> Option<String> {
-        let weights: Vec<_> = self
-            .members
-            .iter()
-            .map(|m| (m.node.clone(), m.weight))
-            .collect();
-        Ring::new(self.epoch, &weights, vnodes_per_weight)
-            .owner(quiz)
-            .map(|n| n.to_string())
-    }
-}
-
 /// A router and nodes as child processes. Dropping it kills them all.
 pub struct ProcessCluster {
     pub plan: Plan,
@@ -464,11 +449,33 @@ impl ProcessCluster {
         }
     }
 
-    /// The index of the node that owns `quiz` under the router's current ring.
+    /// The index of the node that owns `quiz` under the router's current ring (the router's
+    /// `GET /v1/cluster/ring?quiz=`).
     pub async fn owner_of(&self, quiz: &QuizId) -> anyhow::Result<usize> {
-        let ring = self.ring().await?;
-        let owner = ring
-            .owner(quiz, self.plan.router.vnodes_per_weight)
+        #[derive(Deserialize)]
+        struct Placed {
+            quiz: Option<QuizNodes>,
+        }
+        #[derive(Deserialize)]
+        struct QuizNodes {
+            nodes: Vec<String>,
+        }
+        let url = format!(
+            "http://{}/v1/cluster/ring?quiz={quiz}",
+            self.plan.router.admin_addr
+        );
+        let placed: Placed = self
+            .http
+            .get(&url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let owner = placed
+            .quiz
+            .and_then(|q| q.nodes.into_iter().next())
             .context("an empty ring")?;
         self.index_of(&owner)
             .with_context(|| format!("{owner} is not one of this cluster's nodes"))

@@ -139,10 +139,21 @@ impl Owners {
             request,
             EdgeRequest::Join { .. } | EdgeRequest::Answer { .. } | EdgeRequest::Leave { .. }
         );
+        // Built once, whichever owner it goes to (the id only pairs a reply with its stream).
+        let message = ClusterMessage::Request {
+            id: self.next_request.fetch_add(1, Ordering::Relaxed),
+            quiz: quiz.clone(),
+            request,
+        };
         let mut moves = 0;
         loop {
             let member = match self.placement.owner(quiz) {
-                Owner::Me => return self.shard.request(quiz, request).await,
+                Owner::Me => {
+                    let ClusterMessage::Request { request, .. } = message else {
+                        unreachable!("built as a request above");
+                    };
+                    return self.shard.request(quiz, request).await;
+                }
                 Owner::Nobody => {
                     return OwnerReply::Error(unavailable(
                         "no node serves this quiz right now; retry",
@@ -151,7 +162,7 @@ impl Owners {
                 Owner::Peer(member) => member,
             };
             tokio::select! {
-                reply = self.ask(&member, quiz, &request) => return reply,
+                reply = self.ask(&member, &message) => return reply,
                 () = self.placement.moved_from(quiz, &member.node) => {}
             }
             moves += 1;
@@ -162,14 +173,8 @@ impl Owners {
         }
     }
 
-    /// One request to a peer that owns the quiz.
-    async fn ask(&self, member: &RingMember, quiz: &QuizId, request: &EdgeRequest) -> OwnerReply {
-        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let message = ClusterMessage::Request {
-            id,
-            quiz: quiz.clone(),
-            request: request.clone(),
-        };
+    /// Sends `message` (a request) to a peer that owns its quiz and waits for the reply.
+    async fn ask(&self, member: &RingMember, message: &ClusterMessage) -> OwnerReply {
         self.metrics
             .cluster_messages
             .with_label_values(&["request"])
@@ -178,7 +183,7 @@ impl Owners {
             Ok(peer) => peer,
             Err(rejection) => return OwnerReply::Error(rejection),
         };
-        match peer.request(&message, self.peer_timeout()).await {
+        match peer.request(message, self.peer_timeout()).await {
             Ok(ClusterMessage::Reply { reply, .. }) => reply,
             Ok(other) => {
                 tracing::warn!(?other, "unexpected reply from a quiz's owner");

@@ -300,8 +300,7 @@ fn remove_sqlite(db: &Path) {
 
 /// Creates the demo quiz through the router, as the demo host.
 async fn demo_quiz(router: &str) -> anyhow::Result<String> {
-    let token = quiz_client::RouterClient::dev_token(router, DEMO_HOST, Role::Host).await?;
-    let client = quiz_client::RouterClient::new(router.to_string(), token);
+    let client = quiz_client::RouterClient::dev(router, DEMO_HOST, Role::Host).await?;
     let created = client
         .create_quiz(&quiz_client::CreateQuiz {
             question_set: "demo".into(),

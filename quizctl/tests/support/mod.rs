@@ -263,10 +263,7 @@ impl RealCluster {
 
 /// A router client acting as `user` with `role`, with a dev token from the router at `url`.
 pub async fn dev_client(url: &str, user: &str, role: Role) -> RouterClient {
-    let token = RouterClient::dev_token(url, user, role)
-        .await
-        .expect("dev token");
-    RouterClient::new(url.to_string(), token)
+    RouterClient::dev(url, user, role).await.expect("dev token")
 }
 
 /// Imports `set_json` and creates a quiz of it, hosted by `host`, through the router at `url`.
