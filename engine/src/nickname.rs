@@ -22,6 +22,9 @@ const BLOCKED_ROT13: &[&str] = &[
     "anmv", "cravf", "qvyqb",
 ];
 
+/// Digits in a row that read as a number rather than as look-alike letters.
+const NUMBER_DIGITS: usize = 3;
+
 /// Endings that keep a blocked word blocked (`…s`, `…er`, `…ing`).
 const SUFFIXES: &[&str] = &[
     "", "s", "es", "z", "er", "ers", "ed", "in", "ing", "y", "ie",
@@ -117,10 +120,24 @@ fn contains_blocked_word(nickname: &str) -> bool {
 }
 
 /// Lowercase words with accents folded and look-alike digits and symbols read as letters;
-/// anything else separates words.
+/// anything else separates words. A run of [`NUMBER_DIGITS`] or more digits is a number, not
+/// a disguise: `p155` and `kid2010` are a name and a number (`5h1t` and `a55` still read as
+/// words).
 fn words_of(nickname: &str) -> Vec<String> {
+    let chars: Vec<char> = nickname.chars().flat_map(char::to_lowercase).collect();
     let mut words = vec![String::new()];
-    for c in nickname.chars().flat_map(char::to_lowercase) {
+    let mut i = 0;
+    while i < chars.len() {
+        let digits = chars[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits >= NUMBER_DIGITS {
+            if words.last().is_some_and(|w| !w.is_empty()) {
+                words.push(String::new());
+            }
+            i += digits;
+            continue;
+        }
+        let c = chars[i];
+        i += 1;
         let letter = match c {
             '0' => Some('o'),
             '1' | '!' | '|' => Some('i'),
@@ -231,6 +248,43 @@ mod tests {
         ];
         for f in fine {
             assert!(clean(f).is_ok(), "{f:?} should be allowed");
+        }
+    }
+
+    #[test]
+    fn plain_names_with_numbers_pass() {
+        // Names people and load tools make: a letter or a word and a number. Read as
+        // look-alike letters, `p155` would be a blocked word.
+        let fine = [
+            "p155",
+            "p1255",
+            "p6455",
+            "p0",
+            "p5",
+            "p55",
+            "p1000",
+            "p31337",
+            "player 5155",
+            "kid2010",
+            "Lisa1",
+            "Max123",
+            "Tom99",
+            "Sam 2",
+            "Ana_007",
+            "bot-4455",
+            "x1",
+            "Team 45",
+            "class 7b",
+            "user105",
+            "Essex",
+            "Ali 1955",
+        ];
+        for f in fine {
+            assert!(clean(f).is_ok(), "{f:?} should be allowed");
+        }
+        // Fewer digits still read as letters, and a number does not hide a word beside it.
+        for b in ["a55", "sh1t", "5h1t", "shit123", "123 shit", "a$$ 2010"] {
+            assert_eq!(code(b), Some(ErrorCode::NicknameNotAllowed), "{b:?}");
         }
     }
 
