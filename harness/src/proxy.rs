@@ -1,13 +1,15 @@
 //! A TCP proxy in front of a server (an edge, PostgreSQL...) that can cut every connection
-//! through it, and refuse new ones for a while: a phone out of coverage, a database behind a
-//! failed network.
+//! through it, refuse new ones for a while, or stall them (bytes stop flowing, nothing is
+//! closed): a phone out of coverage, a database behind a failed network, a database that
+//! hangs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 /// A running proxy; dropping it stops accepting (connections already through it are cut on the
@@ -16,6 +18,7 @@ pub struct TcpProxy {
     addr: SocketAddr,
     cut: Arc<Notify>,
     blocked: Arc<AtomicBool>,
+    stalled: Arc<watch::Sender<bool>>,
     task: JoinHandle<()>,
 }
 
@@ -26,7 +29,8 @@ impl TcpProxy {
         let addr = listener.local_addr()?;
         let cut = Arc::new(Notify::new());
         let blocked = Arc::new(AtomicBool::new(false));
-        let (c, b) = (cut.clone(), blocked.clone());
+        let stalled = Arc::new(watch::Sender::new(false));
+        let (c, b, st) = (cut.clone(), blocked.clone(), stalled.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
@@ -36,12 +40,16 @@ impl TcpProxy {
                     continue; // dropped at once: unreachable
                 }
                 let cut = c.clone();
+                let (up, down) = (st.subscribe(), st.subscribe());
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                    let Ok(outbound) = TcpStream::connect(target).await else {
                         return;
                     };
+                    let (mut in_read, mut in_write) = inbound.split();
+                    let (mut out_read, mut out_write) = outbound.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = pump(&mut in_read, &mut out_write, up) => {}
+                        _ = pump(&mut out_read, &mut in_write, down) => {}
                         _ = cut.notified() => {}
                     }
                 });
@@ -51,6 +59,7 @@ impl TcpProxy {
             addr,
             cut,
             blocked,
+            stalled,
             task,
         })
     }
@@ -73,6 +82,39 @@ impl TcpProxy {
 
     pub fn unblock(&self) {
         self.blocked.store(false, Ordering::SeqCst);
+    }
+
+    /// Stops moving bytes through every connection (open ones and new ones), closing
+    /// nothing, until [`TcpProxy::unstall`]: the server seems to hang.
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
+    }
+
+    pub fn unstall(&self) {
+        self.stalled.send_replace(false);
+    }
+}
+
+/// Copies `from` to `to`, holding each chunk while the proxy is stalled.
+async fn pump(
+    from: &mut (impl AsyncReadExt + Unpin),
+    to: &mut (impl AsyncWriteExt + Unpin),
+    mut stalled: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while *stalled.borrow_and_update() {
+            if stalled.changed().await.is_err() {
+                return;
+            }
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 

@@ -7,9 +7,10 @@ mod support;
 
 use std::time::Duration;
 
+use quiz_client::RawSocket;
 use quiz_harness::{PgDatabase, RedisCluster, TcpProxy};
 use quiz_local::{LocalOptions, LocalSystem};
-use quiz_protocol::client::Role;
+use quiz_protocol::client::{Role, ServerMessage};
 use quiz_protocol::{Answer, HostCommand, Phase, QuizId, QuizSettings};
 use quiz_store::{RedisConfig, StandingRow, StoreConfig, Stores};
 use support::{Phone, within};
@@ -141,6 +142,93 @@ async fn postgres_unreachable_gives_retryable_errors_and_counts_retries_once() {
             })
             .await;
         assert!(view.is_some(), "the phone's score is the one answer's");
+        sys.shutdown().await;
+        drop(proxy);
+        pg.drop_database().await.unwrap();
+    })
+    .await;
+}
+
+/// A phone with several answers pending must know which one a refusal is about: every error
+/// frame that refuses an answer names its `answer_id`, whichever layer refused it. Here the
+/// owner does not reply within the edge's request timeout (its store hangs: PostgreSQL takes
+/// the statements and never answers), a refusal the quiz itself never makes; it used to come
+/// without the id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refused_answer_names_its_answer_id() {
+    within(async {
+        let pg = PgDatabase::create("refusal-ids").await.unwrap();
+        let (_, target) = through(pg.url(), "127.0.0.1:1".parse().unwrap());
+        let proxy = TcpProxy::start(target).await.unwrap();
+        let mut options = LocalOptions::for_test();
+        options.store = Some(StoreConfig::sql(through(pg.url(), proxy.addr()).0));
+        options.node_config = |c| c.limits.request_timeout_ms = 300;
+        let sys = LocalSystem::start(options).await.expect("system starts");
+        let set = quiz_local::parse_set(&support::single_choice_set("faults", 2, 30)).unwrap();
+        sys.stores.content.put_question_set(&set, 0).await.unwrap();
+        let settings = QuizSettings {
+            close_when_all_answered: false,
+            ..Default::default()
+        };
+        let quiz = sys.create_quiz("host", "faults", settings).await.unwrap();
+        let host = phone(&sys, &quiz, "host", Role::Host).await;
+        let mut sockets = Vec::new();
+        for i in 0..20 {
+            let router = sys.client(&format!("u{i}"), Role::Player).await.unwrap();
+            let ticket = router.join(&quiz, &format!("p{i}"), None).await.unwrap();
+            let mut s = RawSocket::connect(&ticket.ws_urls[0], Some(&ticket.session_token))
+                .await
+                .unwrap();
+            s.send_text(r#"{"type":"join"}"#).await.unwrap();
+            sockets.push(s);
+        }
+        host.conn.host(HostCommand::Start, None).await.unwrap();
+        for s in &mut sockets {
+            while !matches!(s.recv_message().await.unwrap(), ServerMessage::Question(_)) {}
+        }
+
+        proxy.stall();
+        let answer = |i: usize| {
+            format!(r#"{{"type":"answer","question":0,"answer_id":"a-{i}","choice":1}}"#)
+        };
+        for (i, s) in sockets.iter_mut().enumerate() {
+            s.send_text(answer(i)).await.unwrap();
+        }
+        for (i, s) in sockets.iter_mut().enumerate() {
+            let refusal = loop {
+                match s.recv_message().await.unwrap() {
+                    ServerMessage::Error(e) => break e,
+                    ServerMessage::Ack(a) => panic!("acked while the log cannot be written: {a:?}"),
+                    _ => {}
+                }
+            };
+            assert!(refusal.retryable, "{refusal:?}");
+            assert_eq!(
+                refusal.answer_id.as_ref().map(|a| a.as_str()),
+                Some(format!("a-{i}").as_str()),
+                "the refusal names the answer: {refusal:?}"
+            );
+        }
+
+        // Resent with the same ids once the store is back, each is counted once.
+        proxy.unstall();
+        for (i, s) in sockets.iter_mut().enumerate() {
+            s.send_text(answer(i)).await.unwrap();
+            let ack = loop {
+                match s.recv_message().await.unwrap() {
+                    ServerMessage::Ack(a) => break a,
+                    ServerMessage::Error(e) if e.retryable => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        s.send_text(answer(i)).await.unwrap();
+                    }
+                    ServerMessage::Error(e) => panic!("refused for good: {e:?}"),
+                    _ => {}
+                }
+            };
+            assert_eq!(ack.answer_id.as_str(), format!("a-{i}"));
+        }
+        let log = sys.stores.answers.answers(&quiz).await.unwrap();
+        assert_eq!(log.len(), sockets.len(), "each answer in the log once");
         sys.shutdown().await;
         drop(proxy);
         pg.drop_database().await.unwrap();

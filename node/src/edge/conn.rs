@@ -517,6 +517,12 @@ impl Reader {
                 return self.bad_frame_counted();
             }
         };
+        // Every refusal of an answer names it, whichever layer refused (the owner, the way
+        // to it, a timeout): a phone with several answers pending must know which to resend.
+        let refused = Refusal {
+            answer_id: Some(frame.answer_id.clone()),
+            reference: None,
+        };
         let request = EdgeRequest::Answer {
             player,
             question: frame.question,
@@ -525,7 +531,7 @@ impl Reader {
         };
         let received = Instant::now();
         let metrics = self.edge.metrics.clone();
-        self.spawn_request(request, None, move || {
+        self.spawn_request(request, refused, move || {
             metrics
                 .answer_ack_seconds
                 .observe(received.elapsed().as_secs_f64());
@@ -554,7 +560,7 @@ impl Reader {
             target: frame.player,
             reference: frame.reference.clone(),
         };
-        self.spawn_request(request, frame.reference, || {});
+        self.spawn_request(request, Refusal::of_command(frame.reference), || {});
         true
     }
 
@@ -568,7 +574,11 @@ impl Reader {
             );
             return true;
         };
-        self.spawn_request(EdgeRequest::Next { player }, reference, || {});
+        self.spawn_request(
+            EdgeRequest::Next { player },
+            Refusal::of_command(reference),
+            || {},
+        );
         true
     }
 
@@ -591,11 +601,12 @@ impl Reader {
         false
     }
 
-    /// Sends a request to the owner without blocking the reader, and queues the reply.
+    /// Sends a request to the owner without blocking the reader, and queues the reply. An
+    /// error frame names the request as `refused` says.
     fn spawn_request(
         &self,
         request: EdgeRequest,
-        reference: Option<String>,
+        refused: Refusal,
         done: impl FnOnce() + Send + 'static,
     ) {
         let owners = self.edge.owners.clone();
@@ -607,12 +618,32 @@ impl Reader {
                 OwnerReply::Frame(json) => {
                     conn.push(json.into());
                 }
-                OwnerReply::Error(r) => conn.error(r.code, &r.message, r.answer_id, reference),
+                OwnerReply::Error(r) => conn.error(
+                    r.code,
+                    &r.message,
+                    r.answer_id.or(refused.answer_id),
+                    refused.reference,
+                ),
                 OwnerReply::Done => {}
                 OwnerReply::Joined { .. } => tracing::error!("unexpected join reply"),
             }
             done();
         });
+    }
+}
+
+/// What an error frame answering a request carries to name that request.
+struct Refusal {
+    answer_id: Option<AnswerId>,
+    reference: Option<String>,
+}
+
+impl Refusal {
+    fn of_command(reference: Option<String>) -> Self {
+        Self {
+            answer_id: None,
+            reference,
+        }
     }
 }
 
