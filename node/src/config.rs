@@ -132,6 +132,10 @@ pub struct Limits {
     pub max_pending_answers: usize,
     /// Most answers written to the store in one batch (group commit). Default 512.
     pub max_write_batch: usize,
+    /// Least time between two leaderboard store (Redis) batches of one quiz, ms: longer makes
+    /// fewer, bigger writes, and the stored standings (the router's standings endpoint,
+    /// leagues) lag by up to this much. Acks never wait for it. Default 100.
+    pub leaderboard_store_interval_ms: u64,
     /// How long an edge waits for the quiz's owner to answer a request, ms. Default 10000.
     pub request_timeout_ms: u64,
     /// Events queued from a quiz to one edge before that edge is dropped and must resync.
@@ -163,6 +167,7 @@ impl Default for Limits {
             max_connections_per_ip: 10_000,
             max_pending_answers: 20_000,
             max_write_batch: 512,
+            leaderboard_store_interval_ms: 100,
             request_timeout_ms: 10_000,
             edge_queue_events: 4096,
             quiz_queue_requests: 8192,
@@ -186,6 +191,7 @@ impl Default for Config {
                 database_url: "sqlite://.local/quiz.db".into(),
                 pool_size: 8,
                 redis: None,
+                membership_url: None,
             },
             session_secret: DEV_SESSION_SECRET.into(),
             session_leeway_s: 5,
@@ -213,6 +219,7 @@ impl Config {
                 database_url: database_url.into(),
                 pool_size: 4,
                 redis: None,
+                membership_url: None,
             },
             limits: Limits {
                 shutdown_grace_s: 2,
@@ -252,6 +259,9 @@ impl Config {
         }
         if l.max_connections == 0 || l.max_connections_per_ip == 0 {
             return bad("connection limits must be at least 1");
+        }
+        if l.leaderboard_store_interval_ms > 10_000 {
+            return bad("limits.leaderboard_store_interval_ms must be at most 10000");
         }
         if l.max_write_batch == 0 || l.max_pending_answers == 0 {
             return bad("limits.max_write_batch and max_pending_answers must be at least 1");

@@ -214,6 +214,7 @@ impl Default for Config {
                 database_url: "sqlite://.local/quiz.db".into(),
                 pool_size: 8,
                 redis: None,
+                membership_url: None,
             },
             auth: AuthConfig::default(),
             session: SessionConfig::default(),
@@ -335,6 +336,7 @@ impl Config {
                 database_url: "sqlite::memory:".into(),
                 pool_size: 1,
                 redis: None,
+                membership_url: None,
             },
             auth: AuthConfig {
                 issuer: "quiz-test-idp".into(),

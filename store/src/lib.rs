@@ -331,11 +331,20 @@ pub struct StoreConfig {
     /// Redis Cluster for the leaderboards; without it they live in the SQL database.
     #[serde(default)]
     pub redis: Option<RedisConfig>,
+    /// Where node leases and the published ring live. Default: the same PostgreSQL database
+    /// (on a pool of its own), or for an SQLite file, a file beside it named
+    /// `<name>-membership.db`: SQLite has one writer at a time per file, and a lease renewal
+    /// must never wait behind answer writes (a busy node is not a dead one).
+    #[serde(default)]
+    pub membership_url: Option<String>,
 }
 
 fn default_pool() -> u32 {
     8
 }
+
+/// Connections of the membership store's own pool: lease renewals and ring reads only.
+const MEMBERSHIP_POOL: u32 = 2;
 
 impl StoreConfig {
     /// A store on `database_url` with the default pool and no Redis.
@@ -344,6 +353,35 @@ impl StoreConfig {
             database_url: database_url.into(),
             pool_size: default_pool(),
             redis: None,
+            membership_url: None,
+        }
+    }
+
+    /// The database that holds node leases and the ring (see [`StoreConfig::membership_url`]).
+    /// An in-memory SQLite database keeps them itself: another connection would be another
+    /// database.
+    pub fn membership_database(&self) -> String {
+        if let Some(url) = &self.membership_url {
+            return url.clone();
+        }
+        let url = &self.database_url;
+        let Some(rest) = url.strip_prefix("sqlite://") else {
+            return url.clone();
+        };
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            return url.clone();
+        }
+        let (path, query) = match rest.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (rest, None),
+        };
+        let sibling = match path.strip_suffix(".db") {
+            Some(stem) => format!("{stem}-membership.db"),
+            None => format!("{path}-membership"),
+        };
+        match query {
+            Some(q) => format!("sqlite://{sibling}?{q}"),
+            None => format!("sqlite://{sibling}"),
         }
     }
 }
@@ -389,12 +427,34 @@ impl Stores {
             Some(redis) => Arc::new(redis::RedisLeaderboard::connect(redis).await?),
             None => Arc::new(sql::SqlLeaderboard::new(sql.clone())),
         };
+        let membership = config.membership_database();
+        let membership: Arc<dyn MembershipStore> =
+            if membership == config.database_url && membership.starts_with("sqlite:") {
+                sql.clone()
+            } else {
+                Arc::new(sql::SqlStore::connect(&membership, MEMBERSHIP_POOL).await?)
+            };
         Ok(Stores {
             content: sql.clone(),
             quizzes: sql.clone(),
-            answers: sql.clone(),
-            membership: sql,
+            answers: sql,
+            membership,
             leaderboards,
         })
+    }
+
+    /// A membership store of its own (own connections, own SQLite writer slot), for a task
+    /// that must not share a pool with anything else: a node's lease renewals. `None` for an
+    /// in-memory SQLite database, where another connection would be another database.
+    pub async fn open_membership(
+        config: &StoreConfig,
+    ) -> Result<Option<Arc<dyn MembershipStore>>, StoreError> {
+        let url = config.membership_database();
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(
+            sql::SqlStore::connect(&url, MEMBERSHIP_POOL).await?,
+        )))
     }
 }

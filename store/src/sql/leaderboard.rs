@@ -21,7 +21,7 @@ use quiz_protocol::{Epoch, PlayerNo, QuizId};
 use quiz_protocol::UserId;
 use sqlx::AssertSqlSafe;
 
-use super::{ROWS_PER_STATEMENT, SqlStore, WriteTx, db, int, values_sql};
+use super::{ROWS_PER_STATEMENT, SqlStore, WriteTx, db, int, text, values_sql};
 use crate::{LeaderboardStore, League, LeagueRow, StandingRow, StoreError};
 
 /// The embedded leaderboard store: standings in SQL tables of the same database.
@@ -48,46 +48,71 @@ impl SqlLeaderboard {
         }
         // Two phases, each in key order, so that concurrent applies on PostgreSQL take their
         // row locks in one global order (all `lb_applied` rows, then all `lb_scores` rows)
-        // and cannot deadlock.
+        // and cannot deadlock. Each phase is a few multi-row statements, not one per answer.
         let mut order: Vec<&AnswerRecord> = records.iter().collect();
-        order.sort_by_key(|r| (&r.quiz, r.player, r.question));
-        let mut deltas: BTreeMap<(&QuizId, PlayerNo), (i64, i64)> = BTreeMap::new();
-        for r in order {
-            let done = sqlx::query(
-                "INSERT INTO lb_applied (quiz, question, player) VALUES ($1, $2, $3) \
-                 ON CONFLICT (quiz, question, player) DO NOTHING",
-            )
-            .bind(r.quiz.as_str())
-            .bind(i64::from(r.question))
-            .bind(i64::from(r.player.0))
-            .execute(&mut *tx.tx)
-            .await
-            .map_err(db)?;
-            if done.rows_affected() == 0 {
-                continue; // counted before
+        order.sort_by_key(|r| (&r.quiz, r.question, r.player));
+        order.dedup_by_key(|r| (&r.quiz, r.question, r.player));
+        let mut fresh: BTreeSet<(String, u32, u32)> = BTreeSet::new();
+        for chunk in order.chunks(ROWS_PER_STATEMENT) {
+            let sql = values_sql(
+                "INSERT INTO lb_applied (quiz, question, player)",
+                chunk.len(),
+                3,
+                "ON CONFLICT (quiz, question, player) DO NOTHING RETURNING quiz, question, player",
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for r in chunk {
+                query = query
+                    .bind(r.quiz.as_str())
+                    .bind(i64::from(r.question))
+                    .bind(i64::from(r.player.0));
             }
+            for row in query.fetch_all(&mut *tx.tx).await.map_err(db)? {
+                fresh.insert((
+                    text(&row, "quiz")?,
+                    int(&row, "question")?,
+                    int(&row, "player")?,
+                ));
+            }
+        }
+        // Answers counted before are skipped: applying one twice counts it once.
+        let mut deltas: BTreeMap<(&QuizId, PlayerNo), (i64, i64)> = BTreeMap::new();
+        let mut counts: BTreeMap<&QuizId, i64> = BTreeMap::new();
+        for r in order {
+            let key = (r.quiz.as_str().to_owned(), r.question, r.player.0);
+            if !fresh.contains(&key) {
+                continue;
+            }
+            *counts.entry(&r.quiz).or_default() += 1;
             let delta = deltas.entry((&r.quiz, r.player)).or_default();
             delta.0 += i64::from(r.points);
             if r.points > 0 {
                 delta.1 += i64::from(r.response_ms);
             }
         }
-        for ((quiz, player), (score, tiebreak)) in deltas {
-            sqlx::query(
-                "INSERT INTO lb_scores (quiz, player, score, tiebreak, removed) \
-                 VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (quiz, player) DO UPDATE SET \
+        let deltas: Vec<_> = deltas.into_iter().collect();
+        for chunk in deltas.chunks(ROWS_PER_STATEMENT) {
+            let sql = values_sql(
+                "INSERT INTO lb_scores (quiz, player, score, tiebreak, removed)",
+                chunk.len(),
+                5,
+                "ON CONFLICT (quiz, player) DO UPDATE SET \
                      score = lb_scores.score + excluded.score, \
                      tiebreak = lb_scores.tiebreak + excluded.tiebreak",
-            )
-            .bind(quiz.as_str())
-            .bind(i64::from(player.0))
-            .bind(score)
-            .bind(tiebreak)
-            .bind(false)
-            .execute(&mut *tx.tx)
-            .await
-            .map_err(db)?;
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for ((quiz, player), (score, tiebreak)) in chunk {
+                query = query
+                    .bind(quiz.as_str())
+                    .bind(i64::from(player.0))
+                    .bind(*score)
+                    .bind(*tiebreak)
+                    .bind(false);
+            }
+            query.execute(&mut *tx.tx).await.map_err(db)?;
+        }
+        for (quiz, n) in counts {
+            add_count(tx, quiz, n, false).await?;
         }
         Ok(())
     }
@@ -114,6 +139,7 @@ impl SqlLeaderboard {
                 .map_err(db)?;
         }
         let CountedLog { applied, scores } = count_log(quiz, records, removed);
+        add_count(tx, quiz, applied.len() as i64, true).await?;
         // Rebuilds are rare: their statements are not kept prepared, where they would push the
         // answer path's out of the connection's statement cache.
         for chunk in applied.chunks(ROWS_PER_STATEMENT) {
@@ -177,6 +203,29 @@ impl SqlLeaderboard {
         .map_err(db)?;
         Ok(())
     }
+}
+
+/// Adds `n` to a quiz's count of answers applied (`reset`: sets it to `n`).
+async fn add_count(
+    tx: &mut WriteTx<'_>,
+    quiz: &QuizId,
+    n: i64,
+    reset: bool,
+) -> Result<(), StoreError> {
+    let sql = if reset {
+        "INSERT INTO lb_counts (quiz, applied) VALUES ($1, $2) \
+         ON CONFLICT (quiz) DO UPDATE SET applied = excluded.applied"
+    } else {
+        "INSERT INTO lb_counts (quiz, applied) VALUES ($1, $2) \
+         ON CONFLICT (quiz) DO UPDATE SET applied = lb_counts.applied + excluded.applied"
+    };
+    sqlx::query(sql)
+        .bind(quiz.as_str())
+        .bind(n)
+        .execute(&mut *tx.tx)
+        .await
+        .map_err(db)?;
+    Ok(())
 }
 
 /// A player's row of `lb_scores`, as a rebuild writes it.
@@ -244,12 +293,12 @@ impl LeaderboardStore for SqlLeaderboard {
     }
 
     async fn counted(&self, quiz: &QuizId) -> Result<u64, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM lb_applied WHERE quiz = $1")
+        let row = sqlx::query("SELECT applied FROM lb_counts WHERE quiz = $1")
             .bind(quiz.as_str())
-            .fetch_one(&self.sql.pool)
+            .fetch_optional(&self.sql.pool)
             .await
             .map_err(db)?;
-        int(&row, "n")
+        row.map_or(Ok(0), |row| int(&row, "applied"))
     }
 
     async fn standings(&self, quiz: &QuizId, limit: usize) -> Result<Vec<StandingRow>, StoreError> {

@@ -305,3 +305,78 @@ impl Drop for TempPath {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A node's lease must be renewed while answers are being written: on one SQLite file the
+/// renewal queued behind every other process's writes for the single write lock (a node
+/// busy with answers lost its lease). Leases live in a file of their own, so a renewal goes
+/// through while the answer database is locked by another writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_renews_while_another_process_holds_the_answer_database() {
+    let path = Removed(temp_db());
+    let config = quiz_store::StoreConfig::sql(url(&path.0));
+    let membership = Removed(
+        config
+            .membership_database()
+            .strip_prefix("sqlite://")
+            .unwrap()
+            .into(),
+    );
+    assert_ne!(membership.0, path.0, "leases have a file of their own");
+    let stores = Stores::open(&config).await.unwrap();
+    // Another process writing answers: a connection of its own holds the write lock.
+    let writer = AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&url(&path.0))
+        .await
+        .unwrap();
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await.unwrap();
+    sqlx::query("UPDATE quizzes SET title = title")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let lease = quiz_store::NodeLease {
+        node: NodeId("node-1".into()),
+        ws_url: "ws://127.0.0.1:7001/v1/ws".into(),
+        cluster_addr: "127.0.0.1:7101".into(),
+        weight: 1,
+        draining: false,
+        renewed_at: 1,
+        expires_at: 2,
+    };
+    let renewed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stores.membership.renew_lease(&lease),
+    )
+    .await
+    .expect("the renewal returns");
+    assert!(
+        renewed.is_ok(),
+        "renewed while the answer database is locked: {renewed:?}"
+    );
+    assert_eq!(stores.membership.leases().await.unwrap(), vec![lease]);
+    // The lease is also where a separately opened membership store (the node's lease task)
+    // and a router looking at the same configuration read it.
+    let own = Stores::open_membership(&config).await.unwrap().unwrap();
+    assert_eq!(own.leases().await.unwrap().len(), 1);
+    tx.rollback().await.unwrap();
+    drop(membership);
+}
+
+#[test]
+fn membership_database_names() {
+    let sql = |u: &str| quiz_store::StoreConfig::sql(u).membership_database();
+    assert_eq!(
+        sql("sqlite://.local/quiz.db"),
+        "sqlite://.local/quiz-membership.db"
+    );
+    assert_eq!(
+        sql("sqlite:///tmp/q.db?mode=rwc"),
+        "sqlite:///tmp/q-membership.db?mode=rwc"
+    );
+    assert_eq!(sql("sqlite://data/quiz"), "sqlite://data/quiz-membership");
+    assert_eq!(sql("sqlite::memory:"), "sqlite::memory:");
+    assert_eq!(sql("postgres://u@h/db"), "postgres://u@h/db");
+    let mut explicit = quiz_store::StoreConfig::sql("sqlite://a.db");
+    explicit.membership_url = Some("sqlite://b.db".into());
+    assert_eq!(explicit.membership_database(), "sqlite://b.db");
+}
