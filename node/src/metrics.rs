@@ -44,6 +44,11 @@ pub struct Metrics {
     /// Durable write batches: duration and size.
     pub store_write_seconds: HistogramVec,
     pub write_batch_answers: Histogram,
+    /// Leaderboard store (Redis) write batches, off the ack path: duration by result.
+    pub leaderboard_store_write_seconds: HistogramVec,
+    /// This process's resident memory and CPU time, read from `/proc` at each scrape.
+    pub process_resident_bytes: IntGauge,
+    pub process_cpu_seconds: prometheus::Gauge,
 }
 
 impl Metrics {
@@ -90,6 +95,25 @@ impl Metrics {
                     ]),
             )
             .unwrap_or_else(|e| unreachable!("static metric definitions are valid: {e}")),
+            leaderboard_store_write_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "leaderboard_store_write_seconds",
+                    "Leaderboard store write batch duration (off the ack path)",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["result"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definitions are valid: {e}")),
+            process_resident_bytes: IntGauge::new(
+                "process_resident_bytes",
+                "Resident memory of this process",
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definitions are valid: {e}")),
+            process_cpu_seconds: prometheus::Gauge::new(
+                "process_cpu_seconds_total",
+                "User and system CPU time of this process",
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definitions are valid: {e}")),
             registry,
         };
         m.register_all();
@@ -113,6 +137,9 @@ impl Metrics {
             Box::new(self.ring_epoch.clone()),
             Box::new(self.store_write_seconds.clone()),
             Box::new(self.write_batch_answers.clone()),
+            Box::new(self.leaderboard_store_write_seconds.clone()),
+            Box::new(self.process_resident_bytes.clone()),
+            Box::new(self.process_cpu_seconds.clone()),
         ];
         for c in collectors {
             // Each metric is registered exactly once, here, on a fresh registry.
@@ -124,6 +151,10 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        if let Some((rss, cpu)) = process_usage() {
+            self.process_resident_bytes.set(rss as i64);
+            self.process_cpu_seconds.set(cpu);
+        }
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::warn!(error = %e, "metrics encoding failed");
@@ -136,6 +167,25 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Resident bytes and CPU seconds of this process, from `/proc/self` (Linux only).
+fn process_usage() -> Option<(u64, f64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th
+    // and 13th, in clock ticks (100 per second on Linux).
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some((rss_kb * 1024, ticks / 100.0))
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {

@@ -368,6 +368,67 @@ async fn redis_unreachable_the_quiz_goes_on_and_redis_catches_up() {
     .await;
 }
 
+/// An ack means the answer is in the log; Redis is derived. So an answer is acked while
+/// Redis hangs (every command waits out a long response timeout): the ack used to wait for
+/// the batch's leaderboard write, so a slow Redis was on every ack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_acked_while_redis_hangs() {
+    within(async {
+        let pg = PgDatabase::create("redis-hangs").await.unwrap();
+        let redis = RedisCluster::start(3, 1).await.unwrap();
+        let mut config = redis_config(&redis);
+        // Far longer than the test waits for its acks.
+        config.response_timeout_ms = 60_000;
+        config.retries = 0;
+        let store = StoreConfig {
+            redis: Some(config),
+            ..StoreConfig::sql(pg.url())
+        };
+        let sys = system(store).await;
+        let settings = QuizSettings {
+            close_when_all_answered: false,
+            ..Default::default()
+        };
+        let quiz = sys.create_quiz("host", "faults", settings).await.unwrap();
+        let host = phone(&sys, &quiz, "host", Role::Host).await;
+        let ana = phone(&sys, &quiz, "ana", Role::Player).await;
+        let bo = phone(&sys, &quiz, "bo", Role::Player).await;
+        host.conn.host(HostCommand::Start, None).await.unwrap();
+        for p in [&ana, &bo] {
+            p.until(Duration::from_secs(10), |v| {
+                (v.phase == Phase::Open).then_some(())
+            })
+            .await
+            .expect("open");
+        }
+        redis.pause_all().unwrap();
+        let answered = async {
+            let a = ana.conn.answer(0, Answer::Choice(1)).await;
+            let b = bo.conn.answer(0, Answer::Choice(0)).await;
+            (a, b)
+        };
+        let (a, b) = tokio::time::timeout(Duration::from_secs(20), answered)
+            .await
+            .expect("acked while Redis hangs");
+        let (a, b) = (a.expect("ana's ack"), b.expect("bo's ack"));
+        // One of the two choices is right.
+        let (scorer, ack) = if a.points > 0 { (&ana, &a) } else { (&bo, &b) };
+        assert!(ack.points > 0 && a.points.min(b.points) == 0, "{a:?} {b:?}");
+        // The phones' own leaderboards move without Redis too.
+        let view = scorer
+            .until(Duration::from_secs(10), |v| {
+                (v.score == ack.points).then(|| v.clone())
+            })
+            .await;
+        assert!(view.is_some(), "the scorer's board shows the points");
+        redis.resume_all().unwrap();
+        converges(&sys.stores, &quiz).await;
+        sys.shutdown().await;
+        pg.drop_database().await.unwrap();
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiz_whose_redis_keys_vanished_is_rebuilt_from_the_log() {
     within(async {
@@ -531,8 +592,15 @@ async fn answers_redis_lost_silently_are_noticed_and_rebuilt() {
             let seen = seen2.clone();
             async move {
                 if q == 2 {
-                    // As if the answer of player 1 to question 0 never reached the replica that
-                    // is master now.
+                    // Redis is written after the ack, off its path: wait for the answer of
+                    // player 1 to question 0 to be there, then lose it, as if it never reached
+                    // the replica that is master now.
+                    for _ in 0..200 {
+                        if cli(vec!["SISMEMBER".into(), seen.clone(), "1:0".into()]).await == "1" {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(25)).await;
+                    }
                     assert_eq!(cli(vec!["SREM".into(), seen, "1:0".into()]).await, "1");
                 }
             }

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::Command;
-use super::journal::{self, Journal, Written};
+use super::journal::{self, BoardWritten, DurableWritten, Journal, Written};
 use super::outbox::Outbox;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -79,18 +79,16 @@ impl QuizActor {
         epoch: Epoch,
         week: String,
         logged: u64,
+        journal: Journal,
         commands: mpsc::Receiver<Command>,
         config: Arc<Config>,
         stores: Stores,
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Self {
-        let (written_tx, written_rx) = mpsc::channel(1);
+        // One batch in flight per lane (durable, board).
+        let (written_tx, written_rx) = mpsc::channel(2);
         let ended_at = (session.phase() == Phase::Ended).then(Instant::now);
-        let mut journal = Journal::default();
-        // The leaderboard store may have missed answers the log has (a crash between the two
-        // writes) or lost them (a Redis failover): a newly loaded quiz starts it from the log.
-        journal.rebuild_board();
         Self {
             session,
             node,
@@ -123,19 +121,21 @@ impl QuizActor {
         self.session.handle_timeout(now_ms());
         self.perform_effects();
         loop {
-            self.start_write();
+            self.start_writes();
             let wake = self.next_wake();
+            // Deadlines and leaderboard pushes come before requests: a quiz whose queue is
+            // never empty still closes its questions and pushes its board on time.
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => break,
                 Some(written) = self.written_rx.recv() => self.on_written(written),
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    self.session.handle_timeout(now_ms());
+                }
                 command = self.commands.recv() => match command {
                     Some(c) => self.on_command(c),
                     None => break,
                 },
-                _ = tokio::time::sleep_until(wake.into()) => {
-                    self.session.handle_timeout(now_ms());
-                }
             }
             self.perform_effects();
             if self.fenced || self.handing_off || self.should_retire() {
@@ -155,6 +155,9 @@ impl QuizActor {
         if let Some(at) = self.journal.retry_at() {
             wake = wake.min(at);
         }
+        if let Some(at) = self.journal.board_due_at(self.board_every(), now) {
+            wake = wake.min(at);
+        }
         wake.min(self.retire_at())
     }
 
@@ -168,7 +171,7 @@ impl QuizActor {
     }
 
     fn should_retire(&self) -> bool {
-        if self.journal.in_flight() || !self.journal.is_empty() || !self.waiters.is_empty() {
+        if !self.journal.is_idle() || !self.waiters.is_empty() {
             return false;
         }
         let idle = self.ended_at.is_some() || (self.hosts == 0 && self.connections.is_empty());
@@ -180,8 +183,17 @@ impl QuizActor {
         match command {
             Command::Request { request, reply } => self.on_request(request, reply),
             Command::Subscribe { edge, events, done } => {
-                let full = OwnerEvent::Leaderboard(self.session.leaderboard_full());
-                if events.try_send(Arc::new(full)).is_ok() {
+                // The whole board first (in parts if big); an edge that cannot take it all
+                // is not subscribed, and its room starts over.
+                let sent = self
+                    .session
+                    .leaderboard_full_parts()
+                    .into_iter()
+                    .all(|part| {
+                        let part = crate::event::SharedEvent::new(OwnerEvent::Leaderboard(part));
+                        events.try_send(part).is_ok()
+                    });
+                if sent {
                     self.outbox.subscribe(edge, events);
                 }
                 let _ = done.send(());
@@ -381,30 +393,51 @@ impl QuizActor {
         }
     }
 
-    /// Starts the next journal batch if none is in flight.
-    fn start_write(&mut self) {
-        let max = self.config.limits.max_write_batch;
+    /// Starts the next batch of each journal lane that has none in flight.
+    fn start_writes(&mut self) {
         let now = Instant::now();
-        let Some(batch) = self.journal.take_batch(max, &self.week, self.logged, now) else {
-            return;
-        };
-        let n = batch.answers.len();
-        if n > 0 {
-            self.metrics.write_batch_answers.observe(n as f64);
-        }
-        let stores = self.stores.clone();
         let quiz = self.session.id().clone();
-        let tx = self.written_tx.clone();
         let epoch = self.epoch;
-        // The write runs beside the actor so that new answers keep queueing meanwhile; the
-        // actor never has more than one batch in flight.
-        tokio::spawn(async move {
-            let written = journal::write(stores, quiz, epoch, batch).await;
-            let _ = tx.send(written).await;
-        });
+        if let Some(batch) = self
+            .journal
+            .take_durable(self.config.limits.max_write_batch, now)
+        {
+            let n = batch.answers.len();
+            if n > 0 {
+                self.metrics.write_batch_answers.observe(n as f64);
+            }
+            let (stores, tx, quiz) = (self.stores.clone(), self.written_tx.clone(), quiz.clone());
+            // The write runs beside the actor so that new answers keep queueing meanwhile.
+            tokio::spawn(async move {
+                let _ = tx
+                    .send(journal::write_durable(stores, quiz, epoch, batch).await)
+                    .await;
+            });
+        }
+        let every = self.board_every();
+        if let Some(batch) = self.journal.take_board(&self.week, self.logged, every, now) {
+            let (stores, tx) = (self.stores.clone(), self.written_tx.clone());
+            tokio::spawn(async move {
+                let _ = tx
+                    .send(journal::write_board(stores, quiz, epoch, batch).await)
+                    .await;
+            });
+        }
+    }
+
+    /// How far apart regular leaderboard store batches are.
+    fn board_every(&self) -> Duration {
+        Duration::from_millis(self.config.limits.leaderboard_store_interval_ms)
     }
 
     fn on_written(&mut self, written: Written) {
+        match written {
+            Written::Durable(w) => self.on_durable(w),
+            Written::Board(w) => self.on_board(w),
+        }
+    }
+
+    fn on_durable(&mut self, written: DurableWritten) {
         let result = if written.answers.as_ref().is_some_and(|a| a.is_ok()) {
             "ok"
         } else {
@@ -448,8 +481,20 @@ impl QuizActor {
             }
             Err(e) => tracing::warn!(error = %e, "saving progress failed; will retry"),
         }
-        let board_attempted = written.batch.board.is_some();
-        match &written.board {
+        self.journal.settle_durable(written, Instant::now());
+    }
+
+    fn on_board(&mut self, written: BoardWritten) {
+        let result = if written.result.is_ok() { "ok" } else { "err" };
+        self.metrics
+            .leaderboard_store_write_seconds
+            .with_label_values(&[result])
+            .observe(written.elapsed.as_secs_f64());
+        if written.fenced() {
+            tracing::error!("another node owns this quiz now (fenced); stopping");
+            self.fenced = true;
+        }
+        match &written.result {
             Err(StoreError::NeedsRebuild(_)) => {
                 tracing::warn!("the leaderboard store lost this quiz; rebuilding from the log");
                 // Its leagues may be gone too: every total goes again.
@@ -458,8 +503,8 @@ impl QuizActor {
             Err(e) => tracing::warn!(error = %e, "leaderboard store update failed; will catch up"),
             Ok(()) => {}
         }
-        self.journal.settle(written, Instant::now());
-        if board_attempted && !self.journal.board_behind() {
+        self.journal.settle_board(written, Instant::now());
+        if !self.journal.board_behind() {
             for done in self.rebuild_waiters.drain(..) {
                 let _ = done.send(Ok(()));
             }
@@ -492,6 +537,7 @@ impl QuizActor {
             Some(Appended::Inserted) if !self.fenced => {
                 self.metrics.answers.with_label_values(&["accepted"]).inc();
                 self.logged += 1;
+                self.journal.logged(record.clone());
                 let ack = self.session.commit(record, now);
                 self.queue_league_total(record.player);
                 OwnerReply::Frame(encode_server(&ServerMessage::Ack(ack)))
@@ -502,6 +548,7 @@ impl QuizActor {
                 // An earlier attempt of this very answer reached the log; count what it stored.
                 self.metrics.answers.with_label_values(&["accepted"]).inc();
                 self.logged += 1;
+                self.journal.logged(stored.clone());
                 let ack = self.session.commit(stored, now);
                 self.queue_league_total(record.player);
                 OwnerReply::Frame(encode_server(&ServerMessage::Ack(ack)))
@@ -569,26 +616,32 @@ impl QuizActor {
     /// Flushes the journal (bounded by the shutdown grace) and tells edges the quiz is gone.
     async fn finish(mut self) {
         let deadline = Instant::now() + Duration::from_secs(self.config.limits.shutdown_grace_s);
-        while !self.fenced && (self.journal.in_flight() || !self.journal.is_empty()) {
-            if !self.journal.in_flight() {
-                self.start_write();
-                if !self.journal.in_flight() {
-                    // Backing off after a failure: wait for the retry time.
-                    let at = self.journal.retry_at().unwrap_or_else(Instant::now);
-                    if at >= deadline {
-                        break;
-                    }
-                    tokio::time::sleep_until(at.into()).await;
-                    continue;
-                }
-            }
-            match tokio::time::timeout_at(deadline.into(), self.written_rx.recv()).await {
-                Ok(Some(written)) => self.on_written(written),
-                _ => break,
+        while !self.fenced && !self.journal.is_idle() && Instant::now() < deadline {
+            self.start_writes();
+            // A batch in flight, a retry after a failure, or the board's next turn.
+            let next = [
+                self.journal.retry_at(),
+                self.journal
+                    .board_due_at(self.board_every(), Instant::now()),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(deadline, |at| at.min(deadline));
+            tokio::select! {
+                _ = tokio::time::sleep_until(next.into()) => {}
+                written = self.written_rx.recv() => match written {
+                    Some(w) => self.on_written(w),
+                    None => break,
+                },
             }
         }
-        if !self.journal.is_empty() {
+        if self.journal.durable_busy() {
             tracing::error!("stopping with writes that could not be made durable");
+        } else if !self.journal.is_idle() {
+            tracing::warn!(
+                "stopping with leaderboard updates not applied; the next owner checks the board"
+            );
         }
         for done in self.rebuild_waiters.drain(..) {
             let _ = done.send(Err(super::unavailable(
@@ -602,7 +655,7 @@ impl QuizActor {
                 )));
             }
         }
-        if self.handing_off && !self.fenced && self.journal.is_empty() {
+        if self.handing_off && !self.fenced && !self.journal.durable_busy() {
             // The next owner need not wait out this node's lease.
             let quiz = self.session.id().clone();
             if let Err(e) = self
@@ -643,5 +696,157 @@ fn instant_at(at: Millis, now: Instant) -> Instant {
         now
     } else {
         now + Duration::from_millis(delta as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quiz_engine::{EngineConfig, Progress, QuizSpec};
+    use quiz_protocol::{
+        Level, Question, QuestionBody, QuizId, QuizSettings, cluster::LeaderboardUpdate,
+    };
+    use quiz_store::{QuizRecord, StoreConfig};
+
+    use super::*;
+
+    fn question() -> Question {
+        Question {
+            id: "q1".into(),
+            level: Level::A1,
+            topic: "vocabulary".into(),
+            prompt: "A young cat is a ___.".into(),
+            body: QuestionBody::SingleChoice {
+                options: vec!["puppy".into(), "kitten".into()],
+                answer: 1,
+            },
+            time_limit_s: 30,
+            points: 1000,
+            multiplier: 1,
+            explanation: None,
+        }
+    }
+
+    /// A quiz in a fresh SQLite file, claimed at epoch 1 by `node-1`, and its actor.
+    async fn actor(
+        dir: &tempfile::TempDir,
+        engine: EngineConfig,
+        commands: mpsc::Receiver<Command>,
+    ) -> QuizActor {
+        let url = format!("sqlite://{}", dir.path().join("quiz.db").display());
+        let stores = Stores::open(&StoreConfig::sql(url)).await.unwrap();
+        let id = QuizId::parse("K7M3QX").unwrap();
+        let record = QuizRecord {
+            id: id.clone(),
+            title: "busy".into(),
+            host: UserId::parse("host").unwrap(),
+            question_set: "set".into(),
+            settings: QuizSettings::default(),
+            questions: vec![question()],
+            created_at: now_ms(),
+            epoch: Epoch::FIRST,
+            owner: None,
+            progress: Progress::lobby(now_ms()),
+        };
+        stores.quizzes.create_quiz(&record).await.unwrap();
+        let node = NodeId("node-1".into());
+        let epoch = Epoch(Epoch::FIRST.0 + 1);
+        stores.quizzes.claim(&id, &node, epoch).await.unwrap();
+        let spec = QuizSpec {
+            id,
+            title: record.title,
+            settings: record.settings,
+            questions: record.questions,
+        };
+        let session = Session::new(spec, engine.clone(), now_ms());
+        let config = Arc::new(Config {
+            engine,
+            ..Config::for_test("sqlite::memory:")
+        });
+        QuizActor::new(
+            session,
+            node,
+            epoch,
+            "2026-W49".into(),
+            0,
+            Journal::loaded(None),
+            commands,
+            config,
+            stores,
+            Metrics::new(),
+            CancellationToken::new(),
+        )
+    }
+
+    fn join(user: &str, role: Role) -> (Command, oneshot::Receiver<OwnerReply>) {
+        let (reply, rx) = oneshot::channel();
+        let request = EdgeRequest::Join {
+            user: UserId::parse(user).unwrap(),
+            role,
+            nickname: user.into(),
+            last_seq: None,
+        };
+        (Command::Request { request, reply }, rx)
+    }
+
+    /// A leaderboard push is a timer; so are question deadlines. The actor used to look at
+    /// its timers only when no request was waiting, so a quiz whose queue never emptied
+    /// (thousands of phones) pushed its board, and closed its questions, late. Here the board
+    /// changes first and ten thousand requests wait behind that change: the push must come
+    /// before the requests are all served.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_quiz_pushes_its_leaderboard_before_serving_every_waiting_request() {
+        const WAITING: usize = 10_000;
+        let dir = tempfile::TempDir::new().unwrap();
+        let (tx, rx) = mpsc::channel(WAITING + 8);
+        let engine = EngineConfig {
+            leaderboard_interval_ms: 1,
+            ..EngineConfig::default()
+        };
+        let actor = actor(&dir, engine, rx).await;
+        let (events_tx, mut events) = mpsc::channel(64);
+        let (done, subscribed) = oneshot::channel();
+        tx.try_send(Command::Subscribe {
+            edge: 1,
+            events: events_tx,
+            done,
+        })
+        .unwrap();
+        let (ana, _ana_reply) = join("ana", Role::Player);
+        tx.try_send(ana).unwrap();
+        let mut hosts = Vec::new();
+        for i in 0..WAITING {
+            let (command, reply) = join(&format!("host-{i}"), Role::Host);
+            tx.try_send(command).unwrap();
+            hosts.push(reply);
+        }
+        let running = tokio::spawn(actor.run());
+        subscribed.await.unwrap();
+        let full = events.recv().await.unwrap();
+        assert!(
+            matches!(
+                full.event(),
+                OwnerEvent::Leaderboard(LeaderboardUpdate { full: true, .. })
+            ),
+            "a subscription starts with the full board"
+        );
+        // The next leaderboard event is the push that shows Ana.
+        let push = loop {
+            let event = events.recv().await.unwrap();
+            if let OwnerEvent::Leaderboard(update) = event.event() {
+                break update.clone();
+            }
+        };
+        let served = hosts
+            .iter_mut()
+            .map(|r| r.try_recv())
+            .filter(Result::is_ok)
+            .count();
+        assert_eq!(push.players, 1, "the push shows Ana");
+        assert!(
+            served < WAITING,
+            "the board was pushed only after all {WAITING} waiting requests were served"
+        );
+        drop(tx);
+        let _ = running.await;
     }
 }

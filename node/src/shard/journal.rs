@@ -1,18 +1,22 @@
 //! A quiz's journal: the writes its actor owes the stores, made in order and in batches
-//! (group commit).
+//! (group commit), on two independent lanes.
 //!
-//! One batch is in flight at a time. While it is written, new work queues up and goes in the
-//! next batch, so under load each round trip carries many answers. A batch has two parts:
+//! - The **durable** lane, in the SQL store: players, then answers (an answer names its
+//!   player), then the quiz's progress. One batch in flight; what arrives meanwhile goes in
+//!   the next, so under load each round trip carries many answers. Answers are acknowledged
+//!   as soon as their batch is committed: the answer log is the record.
+//! - The **board** lane, in the leaderboard store (Redis Cluster in production): answers the
+//!   log now holds, kicked players and league totals. It is derived data, rebuilt from the
+//!   log when in doubt, and never holds an ack back: it runs beside the durable lane, one batch
+//!   in flight of its own, and what it has not applied waits in a backlog. After a failure it
+//!   backs off; a store that lost a quiz's data asks for a rebuild from the log.
 //!
-//! - The **durable** part, in the SQL store: players, then answers (an answer names its
-//!   player), then the quiz's progress. Answers are acknowledged only once this part is done.
-//! - The **board** part, in the leaderboard store (Redis Cluster in production): the new
-//!   answers, kicked players and league totals. It is derived data, rebuilt from the answer
-//!   log when in doubt, so it never holds an ack back for long: after one failure the board is
-//!   *behind*, batches skip it, and what it missed waits in a backlog that is retried with
-//!   backoff. A store that lost a quiz's data asks for a rebuild from the log.
+//! A quiz loaded from the store starts by *verifying* the board: if the store counts as many
+//! answers as the log, nothing is rewritten; otherwise the board is rebuilt, from the log as
+//! the load read it (not read again).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quiz_engine::{AnswerRecord, PlayerRecord, Progress};
@@ -26,70 +30,86 @@ pub(super) struct Journal {
     /// The latest progress to save, and its version (see [`Journal::save_progress`]).
     progress: Option<(Progress, u64)>,
     answers: Vec<AnswerRecord>,
-    board: Board,
-    in_flight: bool,
+    durable_in_flight: bool,
     durable_failures: u32,
     durable_retry_at: Option<Instant>,
+    board: Board,
+}
+
+/// The log as a load read it: what a rebuild on load starts from.
+pub(super) struct Loaded {
+    pub(super) answers: Vec<AnswerRecord>,
+    pub(super) kicked: Vec<PlayerNo>,
 }
 
 /// What the leaderboard store has not seen yet.
 #[derive(Default)]
 struct Board {
+    /// Answers in the log that the board has not counted, oldest first.
     backlog: Vec<AnswerRecord>,
     removals: Vec<PlayerNo>,
     leagues: BTreeMap<UserId, u32>,
-    /// The store lost this quiz's data: rebuild it from the answer log first.
+    /// Compare the store's count with the log first (a quiz just loaded).
+    verify: bool,
+    /// The store lost (or may have lost) this quiz's data: rebuild it from the log first.
     rebuild: bool,
-    /// The last attempt failed: batches leave the board out until `retry_at`.
+    loaded: Option<Arc<Loaded>>,
+    in_flight: bool,
+    /// When the last batch was taken: regular batches are at least an interval apart, so
+    /// that each carries many answers (on SQLite the board shares the log's one writer).
+    last_taken: Option<Instant>,
+    /// The last attempt failed.
     behind: bool,
     failures: u32,
     retry_at: Option<Instant>,
 }
 
-/// One batch of writes.
-pub(super) struct Batch {
+/// One batch of the durable lane.
+pub(super) struct DurableBatch {
     pub(super) players: Vec<PlayerRecord>,
     pub(super) progress: Option<(Progress, u64)>,
     pub(super) answers: Vec<AnswerRecord>,
-    /// `None`: this batch leaves the board alone (it is behind and not due for a retry).
-    pub(super) board: Option<BoardWork>,
 }
 
-/// The board part of a batch.
-pub(super) struct BoardWork {
+/// One batch of the board lane.
+pub(super) struct BoardBatch {
     backlog: Vec<AnswerRecord>,
     removals: Vec<PlayerNo>,
     leagues: Vec<(UserId, u32)>,
+    verify: bool,
     rebuild: bool,
+    loaded: Option<Arc<Loaded>>,
     week: String,
-    /// Answers of the quiz in the log before this batch, all counted by the board if it is
-    /// up to date.
+    /// Answers of the quiz in the log, all of them counted by the board once this batch's
+    /// backlog is applied.
     logged: u64,
 }
 
 /// What writing a batch did.
-pub(super) struct Written {
-    pub(super) batch: Batch,
+pub(super) enum Written {
+    Durable(DurableWritten),
+    Board(BoardWritten),
+}
+
+pub(super) struct DurableWritten {
+    pub(super) batch: DurableBatch,
     pub(super) players: Result<(), StoreError>,
     /// `None` when the answers were not attempted (their players could not be written).
     pub(super) answers: Option<Result<Vec<Appended>, StoreError>>,
     pub(super) progress: Result<(), StoreError>,
-    /// The answers now in the log that the board has not counted (it was skipped or failed).
-    board_missed: Vec<AnswerRecord>,
-    pub(super) board: Result<(), StoreError>,
     pub(super) elapsed: Duration,
 }
 
-impl Written {
+pub(super) struct BoardWritten {
+    batch: BoardBatch,
+    pub(super) result: Result<(), StoreError>,
+    pub(super) elapsed: Duration,
+}
+
+impl DurableWritten {
     /// Whether a store refused a write because another node owns the quiz now.
     pub(super) fn fenced(&self) -> bool {
-        fn fenced<T>(r: &Result<T, StoreError>) -> bool {
-            matches!(r, Err(StoreError::Fenced { .. }))
-        }
-        fenced(&self.players)
-            || self.answers.as_ref().is_some_and(fenced)
-            || fenced(&self.progress)
-            || fenced(&self.board)
+        fenced(&self.players) || self.answers.as_ref().is_some_and(fenced) || fenced(&self.progress)
     }
 
     /// The version of the progress this batch made durable, if it saved one.
@@ -102,7 +122,25 @@ impl Written {
     }
 }
 
+impl BoardWritten {
+    pub(super) fn fenced(&self) -> bool {
+        fenced(&self.result)
+    }
+}
+
+fn fenced<T>(r: &Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::Fenced { .. }))
+}
+
 impl Journal {
+    /// A journal for a quiz just loaded: its board is verified against the log first.
+    pub(super) fn loaded(loaded: Option<Loaded>) -> Self {
+        let mut journal = Journal::default();
+        journal.board.verify = true;
+        journal.board.loaded = loaded.map(Arc::new);
+        journal
+    }
+
     pub(super) fn save_player(&mut self, player: PlayerRecord) {
         self.players.insert(player.player, player);
     }
@@ -123,6 +161,11 @@ impl Journal {
     pub(super) fn append_again(&mut self, mut records: Vec<AnswerRecord>) {
         records.append(&mut self.answers);
         self.answers = records;
+    }
+
+    /// An answer is in the log: the board must count it.
+    pub(super) fn logged(&mut self, record: AnswerRecord) {
+        self.board.backlog.push(record);
     }
 
     pub(super) fn remove_from_leaderboard(&mut self, player: PlayerNo) {
@@ -151,128 +194,164 @@ impl Journal {
 
     fn board_pending(&self) -> bool {
         let b = &self.board;
-        b.rebuild || !b.backlog.is_empty() || !b.removals.is_empty() || !b.leagues.is_empty()
+        b.verify
+            || b.rebuild
+            || !b.backlog.is_empty()
+            || !b.removals.is_empty()
+            || !b.leagues.is_empty()
     }
 
-    pub(super) fn is_empty(&self) -> bool {
-        !self.durable_pending() && !self.board_pending()
+    /// Nothing to write, nothing in flight.
+    pub(super) fn is_idle(&self) -> bool {
+        !self.durable_pending()
+            && !self.board_pending()
+            && !self.durable_in_flight
+            && !self.board.in_flight
     }
 
-    pub(super) fn in_flight(&self) -> bool {
-        self.in_flight
+    /// Durable work pending or in flight.
+    pub(super) fn durable_busy(&self) -> bool {
+        self.durable_in_flight || self.durable_pending()
     }
 
     /// Whether the leaderboard store is behind the log.
     pub(super) fn board_behind(&self) -> bool {
-        self.board.behind || self.board.rebuild
+        self.board.behind || self.board.rebuild || self.board.verify
     }
 
     /// When a failed write may be tried again.
     pub(super) fn retry_at(&self) -> Option<Instant> {
-        if self.in_flight {
-            return None;
-        }
-        let durable = self.durable_retry_at.filter(|_| self.durable_pending());
-        let board = self.board.retry_at.filter(|_| self.board_pending());
+        let durable = self
+            .durable_retry_at
+            .filter(|_| !self.durable_in_flight && self.durable_pending());
+        let board = self
+            .board
+            .retry_at
+            .filter(|_| !self.board.in_flight && self.board_pending());
         match (durable, board) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
-    /// The next batch, if nothing is in flight and something is due. `logged` is how many
-    /// answers of the quiz are in the log (all settled: nothing is in flight).
-    pub(super) fn take_batch(
+    /// The next durable batch, if none is in flight and something is due. After a failure
+    /// everything waits for the backoff, answers included (their phones were answered
+    /// `unavailable` and retry on their own schedule).
+    pub(super) fn take_durable(
         &mut self,
         max_answers: usize,
-        week: &str,
-        logged: u64,
         now: Instant,
-    ) -> Option<Batch> {
-        if self.in_flight {
+    ) -> Option<DurableBatch> {
+        let due = self.durable_retry_at.is_none_or(|t| now >= t);
+        if self.durable_in_flight || !self.durable_pending() || !due {
             return None;
         }
-        // After a failure everything waits for the backoff, answers included (their phones
-        // were answered `unavailable` and retry on their own schedule).
-        let durable_due = self.durable_pending() && self.durable_retry_at.is_none_or(|t| now >= t);
-        let board_due = self.board.retry_at.is_none_or(|t| now >= t);
-        let board_now = board_due && (durable_due || self.board_pending());
-        if !durable_due && !board_now {
-            return None;
-        }
-        let (players, progress, answers) = if durable_due {
-            let n = self.answers.len().min(max_answers);
-            (
-                std::mem::take(&mut self.players).into_values().collect(),
-                self.progress.take(),
-                self.answers.drain(..n).collect(),
-            )
-        } else {
-            (Vec::new(), None, Vec::new())
-        };
-        let board = board_now.then(|| BoardWork {
-            backlog: std::mem::take(&mut self.board.backlog),
-            removals: std::mem::take(&mut self.board.removals),
-            leagues: std::mem::take(&mut self.board.leagues)
-                .into_iter()
-                .collect(),
-            rebuild: std::mem::take(&mut self.board.rebuild),
-            week: week.to_owned(),
-            logged,
-        });
-        self.in_flight = true;
-        Some(Batch {
-            players,
-            progress,
-            answers,
-            board,
+        let n = self.answers.len().min(max_answers);
+        self.durable_in_flight = true;
+        Some(DurableBatch {
+            players: std::mem::take(&mut self.players).into_values().collect(),
+            progress: self.progress.take(),
+            answers: self.answers.drain(..n).collect(),
         })
     }
 
-    /// Takes back what a written batch failed to write (answers excepted: their phones are
-    /// told to retry), keeping anything newer that queued meanwhile.
-    pub(super) fn settle(&mut self, written: Written, now: Instant) {
-        self.in_flight = false;
+    /// When the next board batch may be taken, if one is waiting: a verification or rebuild
+    /// at once, other work an `every` after the previous batch (or the retry time after a
+    /// failure). `None` while a batch is in flight or nothing waits.
+    pub(super) fn board_due_at(&self, every: Duration, now: Instant) -> Option<Instant> {
+        let b = &self.board;
+        if b.in_flight || !self.board_pending() {
+            return None;
+        }
+        let paced = match (b.verify || b.rebuild, b.last_taken) {
+            (false, Some(last)) => Some(last + every),
+            _ => None,
+        };
+        match (paced, b.retry_at) {
+            (Some(a), Some(r)) => Some(a.max(r)),
+            (a, r) => Some(a.or(r).unwrap_or(now)),
+        }
+    }
+
+    /// The next board batch, if none is in flight and one is due (see
+    /// [`Journal::board_due_at`]). `logged` is how many answers of the quiz the log holds as
+    /// far as the actor has settled them.
+    pub(super) fn take_board(
+        &mut self,
+        week: &str,
+        logged: u64,
+        every: Duration,
+        now: Instant,
+    ) -> Option<BoardBatch> {
+        if self.board_due_at(every, now).is_none_or(|at| at > now) {
+            return None;
+        }
+        let b = &mut self.board;
+        b.in_flight = true;
+        b.last_taken = Some(now);
+        Some(BoardBatch {
+            backlog: std::mem::take(&mut b.backlog),
+            removals: std::mem::take(&mut b.removals),
+            leagues: std::mem::take(&mut b.leagues).into_iter().collect(),
+            verify: std::mem::take(&mut b.verify),
+            rebuild: std::mem::take(&mut b.rebuild),
+            loaded: b.loaded.clone(),
+            week: week.to_owned(),
+            logged,
+        })
+    }
+
+    /// Takes back what a durable batch failed to write (answers excepted: their phones are
+    /// told to retry, and the actor appends them again), keeping anything newer.
+    pub(super) fn settle_durable(&mut self, written: DurableWritten, now: Instant) {
+        self.durable_in_flight = false;
         let batch = written.batch;
-        let mut durable_failed = false;
+        let mut failed = false;
         if written.players.is_err() {
-            durable_failed = true;
+            failed = true;
             for p in batch.players {
                 self.players.entry(p.player).or_insert(p);
             }
         }
         if written.progress.is_err() {
-            durable_failed = true;
+            failed = true;
             if self.progress.is_none() {
                 self.progress = batch.progress;
             }
         }
         (self.durable_failures, self.durable_retry_at) =
-            next_try(durable_failed, self.durable_failures, now);
+            next_try(failed, self.durable_failures, now);
+    }
 
-        let board = &mut self.board;
-        let mut missed = written.board_missed;
-        match (batch.board, &written.board) {
-            (Some(_), Ok(())) => {
-                board.behind = false;
-                (board.failures, board.retry_at) = (0, None);
+    /// Takes back what a board batch failed to apply, keeping anything newer behind it.
+    pub(super) fn settle_board(&mut self, written: BoardWritten, now: Instant) {
+        let b = &mut self.board;
+        b.in_flight = false;
+        let work = written.batch;
+        match &written.result {
+            Ok(()) => {
+                b.behind = false;
+                (b.failures, b.retry_at) = (0, None);
+                // The board agrees with the log: the log as loaded is no longer needed (and
+                // would no longer be whole: answers applied since are out of the backlog).
+                b.loaded = None;
             }
-            (Some(work), Err(e)) => {
-                board.behind = true;
-                board.rebuild |= work.rebuild || matches!(e, StoreError::NeedsRebuild(_));
+            Err(e) => {
+                b.behind = true;
+                b.verify |= work.verify && !matches!(e, StoreError::NeedsRebuild(_));
+                b.rebuild |= work.rebuild || matches!(e, StoreError::NeedsRebuild(_));
+                let mut backlog = work.backlog;
+                backlog.append(&mut b.backlog);
+                b.backlog = backlog;
                 let mut removals = work.removals;
-                removals.append(&mut board.removals);
-                board.removals = removals;
+                removals.append(&mut b.removals);
+                b.removals = removals;
                 for (user, total) in work.leagues {
-                    board.leagues.entry(user).or_insert(total);
+                    b.leagues.entry(user).or_insert(total);
                 }
-                (board.failures, board.retry_at) = next_try(true, board.failures, now);
+                (b.failures, b.retry_at) = next_try(true, b.failures, now);
             }
-            (None, _) => {}
         }
-        // Everything the board missed, oldest first, then what queued meanwhile.
-        missed.append(&mut board.backlog);
-        board.backlog = missed;
     }
 }
 
@@ -286,8 +365,13 @@ fn next_try(failed: bool, failures: u32, now: Instant) -> (u32, Option<Instant>)
     (failures, Some(now + backoff))
 }
 
-/// Writes one batch: players, answers, progress (durable), then the board.
-pub(super) async fn write(stores: Stores, quiz: QuizId, epoch: Epoch, batch: Batch) -> Written {
+/// Writes one durable batch: players, answers, progress.
+pub(super) async fn write_durable(
+    stores: Stores,
+    quiz: QuizId,
+    epoch: Epoch,
+    batch: DurableBatch,
+) -> Written {
     let started = Instant::now();
     let players = match batch.players.as_slice() {
         [] => Ok(()),
@@ -303,66 +387,73 @@ pub(super) async fn write(stores: Stores, quiz: QuizId, epoch: Epoch, batch: Bat
         Some((p, _)) => stores.quizzes.save_progress(&quiz, epoch, p).await,
         None => Ok(()),
     };
-    // The answers now in the log that the board must count: those inserted, and those an
-    // earlier, failed-looking attempt had already inserted.
-    let mut fresh = Vec::new();
-    if let Some(Ok(outcomes)) = &answers {
-        for (record, outcome) in batch.answers.iter().zip(outcomes) {
-            match outcome {
-                Appended::Inserted => fresh.push(record.clone()),
-                Appended::Existing(e) if e.answer_id == record.answer_id => fresh.push(e.clone()),
-                Appended::Existing(_) => {}
-            }
-        }
-    }
-    let (board, board_missed) = match &batch.board {
-        None => (Ok(()), fresh),
-        Some(work) => match write_board(&stores, &quiz, epoch, work, &fresh).await {
-            Ok(()) => (Ok(()), Vec::new()),
-            Err(e) => {
-                let mut missed = work.backlog.clone();
-                missed.extend(fresh);
-                (Err(e), missed)
-            }
-        },
-    };
-    Written {
+    Written::Durable(DurableWritten {
         batch,
         players,
         answers,
         progress,
-        board_missed,
-        board,
         elapsed: started.elapsed(),
-    }
+    })
 }
 
-/// The board part: a rebuild from the log if asked, else the backlog and the fresh answers;
-/// then removals and league totals.
-async fn write_board(
+/// Writes one board batch: a verification or rebuild if asked, the backlog, then removals
+/// and league totals.
+pub(super) async fn write_board(
+    stores: Stores,
+    quiz: QuizId,
+    epoch: Epoch,
+    batch: BoardBatch,
+) -> Written {
+    let started = Instant::now();
+    let result = apply_board(&stores, &quiz, epoch, &batch).await;
+    Written::Board(BoardWritten {
+        batch,
+        result,
+        elapsed: started.elapsed(),
+    })
+}
+
+async fn apply_board(
     stores: &Stores,
     quiz: &QuizId,
     epoch: Epoch,
-    work: &BoardWork,
-    fresh: &[AnswerRecord],
+    work: &BoardBatch,
 ) -> Result<(), StoreError> {
     let lb = &stores.leaderboards;
-    if work.rebuild {
-        rebuild(stores, quiz, epoch).await?;
-    } else {
-        let mut records = work.backlog.clone();
-        records.extend_from_slice(fresh);
-        if !records.is_empty() {
-            // A Redis failover can lose writes it had acknowledged: the board must count
-            // every answer of the log. Fewer means some were lost: rebuild from the log.
-            // (More can happen for a moment: an answer whose append looked failed but went
-            // through is in the log before this node counts it.)
-            let counted = lb.apply_counted(quiz, epoch, &records).await?;
-            let expected = work.logged + fresh.len() as u64;
-            if counted < expected {
-                tracing::warn!(%quiz, counted, expected, "the leaderboard store lost answers");
-                return Err(StoreError::NeedsRebuild(quiz.clone()));
+    let mut rebuild = work.rebuild;
+    if work.verify && !rebuild {
+        // What the log held at load is counted by the board, or the board is rebuilt.
+        let before = work.logged.saturating_sub(work.backlog.len() as u64);
+        match lb.counted(quiz).await {
+            Ok(counted) if counted == before => {}
+            Ok(counted) => {
+                tracing::info!(%quiz, counted, logged = before, "the leaderboard store differs from the log");
+                rebuild = true;
             }
+            Err(StoreError::NeedsRebuild(_)) => rebuild = true,
+            Err(e) => return Err(e),
+        }
+    }
+    if rebuild {
+        // Until a board batch succeeds after the load, every later answer is still in the
+        // backlog, so the log as loaded plus the backlog is the whole log.
+        match &work.loaded {
+            Some(loaded) => {
+                tracing::info!(%quiz, answers = loaded.answers.len(), "rebuilding the leaderboard from the log as loaded");
+                lb.rebuild(quiz, epoch, &loaded.answers, &loaded.kicked)
+                    .await?;
+            }
+            _ => self::rebuild(stores, quiz, epoch).await?,
+        }
+    }
+    if !work.backlog.is_empty() {
+        // A Redis failover can lose writes it had acknowledged: the board must count every
+        // answer of the log. Fewer means some were lost: rebuild from the log. (More can
+        // happen after a rebuild that read answers whose append still looked in doubt.)
+        let counted = lb.apply_counted(quiz, epoch, &work.backlog).await?;
+        if counted < work.logged && !rebuild {
+            tracing::warn!(%quiz, counted, expected = work.logged, "the leaderboard store lost answers");
+            return Err(StoreError::NeedsRebuild(quiz.clone()));
         }
     }
     for p in &work.removals {
@@ -394,4 +485,60 @@ pub(crate) async fn rebuild(
         .leaderboards
         .rebuild(quiz, epoch, &records, &kicked)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loaded_quiz_verifies_its_board_at_once_then_batches_are_paced() {
+        let every = Duration::from_millis(100);
+        let mut j = Journal::loaded(None);
+        let t0 = Instant::now();
+        assert!(!j.is_idle(), "the board must be verified");
+        let verify = j
+            .take_board("2026-W49", 0, every, t0)
+            .expect("verified at once");
+        assert!(verify.verify);
+        assert!(
+            j.take_board("2026-W49", 0, every, t0).is_none(),
+            "one in flight"
+        );
+        j.settle_board(
+            BoardWritten {
+                batch: verify,
+                result: Ok(()),
+                elapsed: Duration::ZERO,
+            },
+            t0,
+        );
+        assert!(j.is_idle());
+        j.league_total(UserId::parse("ana").unwrap(), 100);
+        assert_eq!(j.board_due_at(every, t0), Some(t0 + every));
+        assert!(j.take_board("2026-W49", 0, every, t0).is_none(), "paced");
+        let later = j.take_board("2026-W49", 0, every, t0 + every);
+        assert!(later.is_some_and(|b| b.leagues.len() == 1));
+    }
+
+    #[test]
+    fn a_failed_board_batch_is_taken_back_and_retried_after_a_backoff() {
+        let every = Duration::from_millis(100);
+        let mut j = Journal::loaded(None);
+        let t0 = Instant::now();
+        let batch = j.take_board("w", 0, every, t0).unwrap();
+        j.settle_board(
+            BoardWritten {
+                batch,
+                result: Err(StoreError::Unavailable("down".into())),
+                elapsed: Duration::ZERO,
+            },
+            t0,
+        );
+        assert!(j.board_behind());
+        let at = j.board_due_at(every, t0).expect("retried");
+        assert!(at > t0);
+        let retried = j.take_board("w", 0, every, at).expect("after the backoff");
+        assert!(retried.verify, "the verification is not forgotten");
+    }
 }

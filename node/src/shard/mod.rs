@@ -12,13 +12,14 @@ mod journal;
 mod outbox;
 mod week;
 
+use crate::event::Event;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quiz_engine::{QuizSpec, SavedQuiz, Session};
-use quiz_protocol::cluster::{EdgeRequest, OwnerEvent, OwnerReply, Rejection};
+use quiz_protocol::cluster::{EdgeRequest, OwnerReply, Rejection};
 use quiz_protocol::{Epoch, ErrorCode, NodeId, Phase, QuizId};
 use quiz_store::Stores;
 use tokio::sync::{OnceCell, mpsc, oneshot};
@@ -41,7 +42,7 @@ pub(crate) enum Command {
     },
     Subscribe {
         edge: EdgeId,
-        events: mpsc::Sender<Arc<OwnerEvent>>,
+        events: mpsc::Sender<Event>,
         done: oneshot::Sender<()>,
     },
     Unsubscribe {
@@ -117,7 +118,7 @@ impl Shard {
         &self,
         quiz: &QuizId,
         edge: EdgeId,
-        events: mpsc::Sender<Arc<OwnerEvent>>,
+        events: mpsc::Sender<Event>,
     ) -> Result<(), Rejection> {
         let (done, rx) = oneshot::channel();
         self.send(quiz, Command::Subscribe { edge, events, done })
@@ -360,8 +361,12 @@ impl Shard {
             .await
             .map_err(|e| store_rejection("loading players", &e))?;
         let mut logged = 0;
-        let session = if fresh && players.is_empty() {
-            Session::new(spec, engine, now_ms())
+        let (session, loaded) = if fresh && players.is_empty() {
+            let loaded = journal::Loaded {
+                answers: Vec::new(),
+                kicked: Vec::new(),
+            };
+            (Session::new(spec, engine, now_ms()), loaded)
         } else {
             let answers = stores
                 .answers
@@ -370,6 +375,15 @@ impl Shard {
                 .map_err(|e| store_rejection("loading answers", &e))?;
             tracing::info!(%quiz, players = players.len(), answers = answers.len(), "restoring quiz");
             logged = answers.len() as u64;
+            // The board is checked against this very log, and rebuilt from it if it differs.
+            let loaded = journal::Loaded {
+                answers: answers.clone(),
+                kicked: players
+                    .iter()
+                    .filter(|p| p.kicked)
+                    .map(|p| p.player)
+                    .collect(),
+            };
             let saved = SavedQuiz {
                 progress: record.progress.clone(),
                 players,
@@ -378,7 +392,7 @@ impl Shard {
             let mut session = Session::restore(spec, engine, saved);
             session.start_leaderboard_versions_at(now_ms() as u64);
             session.begin_rejoin_grace(now_ms());
-            session
+            (session, loaded)
         };
         let (tx, rx) = mpsc::channel(self.inner.config.limits.quiz_queue_requests);
         let actor = actor::QuizActor::new(
@@ -387,6 +401,7 @@ impl Shard {
             epoch,
             week::iso_week(record.created_at),
             logged,
+            journal::Journal::loaded(Some(loaded)),
             rx,
             self.inner.config.clone(),
             stores.clone(),

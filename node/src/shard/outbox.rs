@@ -6,8 +6,8 @@
 //! opened, and a node restarted after a crash resumes the quiz exactly where phones saw it,
 //! deadlines included. Events keep their order: once one is held, everything after it waits.
 
+use crate::event::{Event, SharedEvent};
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Instant;
 
 use quiz_protocol::client::{ServerMessage, encode_server};
@@ -33,7 +33,7 @@ enum Held {
 
 #[derive(Default)]
 pub(super) struct Outbox {
-    edges: Vec<(EdgeId, mpsc::Sender<Arc<OwnerEvent>>)>,
+    edges: Vec<(EdgeId, mpsc::Sender<Event>)>,
     /// Version of the last progress handed to the journal, and of the last one made durable.
     saved: u64,
     durable: u64,
@@ -42,7 +42,7 @@ pub(super) struct Outbox {
 }
 
 impl Outbox {
-    pub(super) fn subscribe(&mut self, edge: EdgeId, events: mpsc::Sender<Arc<OwnerEvent>>) {
+    pub(super) fn subscribe(&mut self, edge: EdgeId, events: mpsc::Sender<Event>) {
         self.edges.push((edge, events));
     }
 
@@ -142,7 +142,7 @@ impl Outbox {
     /// Sends one event to every subscribed edge; an edge that cannot keep up is dropped (it
     /// resubscribes and resyncs its phones).
     pub(super) fn broadcast(&mut self, event: OwnerEvent) {
-        let event = Arc::new(event);
+        let event = SharedEvent::new(event);
         self.edges
             .retain(|(edge, tx)| match tx.try_send(event.clone()) {
                 Ok(()) => true,
@@ -165,10 +165,10 @@ mod tests {
         ServerMessage::Closed(Closed { seq, index: 0 })
     }
 
-    fn received(rx: &mut mpsc::Receiver<Arc<OwnerEvent>>) -> Vec<Option<u64>> {
+    fn received(rx: &mut mpsc::Receiver<Event>) -> Vec<Option<u64>> {
         let mut out = Vec::new();
         while let Ok(e) = rx.try_recv() {
-            if let OwnerEvent::Frame { seq, .. } = &*e {
+            if let OwnerEvent::Frame { seq, .. } = e.event() {
                 out.push(*seq);
             }
         }
