@@ -129,6 +129,20 @@ impl FrameWriter {
         self.send_encoded(&frame).await
     }
 
+    /// Sends a frame already encoded (by `quiz_protocol::cluster::encode_frame`), such as one
+    /// event shared by many streams. Refused with [`Oversized`](ClusterError::Oversized) like
+    /// [`send`](Self::send). Not cancel-safe either.
+    pub async fn send_frame(&mut self, frame: &[u8]) -> Result<(), ClusterError> {
+        let len = frame.len().saturating_sub(FRAME_HEADER);
+        if len > self.max_frame {
+            return Err(ClusterError::Oversized {
+                len,
+                max: self.max_frame,
+            });
+        }
+        self.send_encoded(frame).await
+    }
+
     /// Sends a frame made by [`encode_checked`].
     pub(crate) async fn send_encoded(&mut self, frame: &[u8]) -> Result<(), ClusterError> {
         if self.writing {

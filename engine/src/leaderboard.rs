@@ -242,7 +242,15 @@ impl Leaderboard {
 
     /// The whole board at the current version, for an edge that is starting over.
     pub fn full(&self) -> LeaderboardUpdate {
-        let changes = self
+        let mut parts = self.full_parts(usize::MAX);
+        parts.swap_remove(0)
+    }
+
+    /// The whole board at the current version in parts of at most `per_part` players (at
+    /// least one part): the first `full`, the others `continues`. A part of
+    /// [`FULL_PART_PLAYERS`] players fits a cluster frame with room to spare.
+    pub fn full_parts(&self, per_part: usize) -> Vec<LeaderboardUpdate> {
+        let standings: Vec<Standing> = self
             .index
             .iter()
             .map(|k| Standing {
@@ -251,7 +259,20 @@ impl Leaderboard {
                 tiebreak: k.tiebreak,
             })
             .collect();
-        self.update(true, changes, Vec::new())
+        let mut parts: Vec<LeaderboardUpdate> = standings
+            .chunks(per_part.max(1))
+            .map(|chunk| self.update(false, chunk.to_vec(), Vec::new()))
+            .collect();
+        if parts.is_empty() {
+            parts.push(self.update(false, Vec::new(), Vec::new()));
+        }
+        let last = parts.len() - 1;
+        for (i, part) in parts.iter_mut().enumerate() {
+            part.full = i == 0;
+            part.continues = i > 0;
+            part.more = i < last;
+        }
+        parts
     }
 
     fn update(
@@ -263,6 +284,8 @@ impl Leaderboard {
         LeaderboardUpdate {
             version: self.version,
             full,
+            continues: false,
+            more: false,
             players: self.players(),
             answered: self.answered,
             top: self.top(),
@@ -291,6 +314,11 @@ impl Leaderboard {
         }
     }
 }
+
+/// Players per part of a full board ([`Leaderboard::full_parts`]): a standing takes at most
+/// 19 bytes in a cluster frame, so a part stays under 400 KiB, far inside the 1 MiB frame
+/// limit, however big the quiz.
+pub const FULL_PART_PLAYERS: usize = 20_000;
 
 /// A delta did not follow the version the replica holds; ask the owner for a full update.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
@@ -333,6 +361,14 @@ impl LeaderboardReplica {
             self.keys.clear();
             self.index.clear();
             self.synced = true;
+        } else if update.continues {
+            // More players of the full board just applied.
+            if !self.synced || update.version != self.version {
+                return Err(Gap {
+                    held: self.version,
+                    got: update.version,
+                });
+            }
         } else if !self.synced {
             return Err(Gap {
                 held: self.version,
@@ -579,6 +615,45 @@ mod tests {
             1 => any::<u8>().prop_map(Op::Answered),
             2 => (0..600u16).prop_map(Op::Push),
         ]
+    }
+
+    /// A subscribing edge gets the whole board: for the largest quiz allowed it used to be
+    /// one frame over the cluster's 1 MiB limit, so an edge could never subscribe to it.
+    #[test]
+    fn a_full_board_of_the_largest_quiz_fits_cluster_frames_and_rebuilds_a_replica() {
+        use quiz_protocol::cluster::{ClusterMessage, DEFAULT_MAX_CLUSTER_FRAME, OwnerEvent};
+        use quiz_protocol::quiz::MAX_PLAYERS_LIMIT;
+        let mut b = Leaderboard::new(5, 250);
+        for n in 1..=MAX_PLAYERS_LIMIT {
+            b.add(p(n), &format!("player {n}"), 0, 0, 0);
+            // Big scores and tie-breaks, as after a long quiz: the widest encodings.
+            b.record(p(n), 100_000 + n * 7, 4_000_000 + n, 1);
+        }
+        let parts = b.full_parts(FULL_PART_PLAYERS);
+        assert!(parts.len() > 1, "a board this big comes in parts");
+        let quiz = quiz_protocol::QuizId::parse("K7M3QX").unwrap();
+        let mut replica = LeaderboardReplica::new();
+        for part in &parts {
+            let frame = quiz_protocol::cluster::encode_frame(&ClusterMessage::Event {
+                quiz: quiz.clone(),
+                event: OwnerEvent::Leaderboard(part.clone()),
+            });
+            assert!(
+                frame.len() <= DEFAULT_MAX_CLUSTER_FRAME,
+                "a part of {} bytes",
+                frame.len()
+            );
+            replica.apply(part).unwrap();
+        }
+        assert!(parts.last().is_some_and(|p| !p.more));
+        assert!(parts[..parts.len() - 1].iter().all(|p| p.more));
+        assert_eq!(replica.players(), MAX_PLAYERS_LIMIT);
+        for n in [1, 2, 777, 50_000, MAX_PLAYERS_LIMIT] {
+            assert_eq!(replica.standing(p(n)), b.standing(p(n)), "player {n}");
+        }
+        // A continuation that does not follow a full board is a gap, not a silent mix.
+        let mut fresh = LeaderboardReplica::new();
+        assert!(fresh.apply(&parts[1]).is_err());
     }
 
     proptest! {

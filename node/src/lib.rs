@@ -10,6 +10,8 @@ mod auth;
 mod cluster;
 pub mod config;
 mod edge;
+mod event;
+mod lease;
 pub mod metrics;
 mod placement;
 mod shard;

@@ -28,7 +28,7 @@ use crate::quiz::HostCommand;
 use crate::{DecodeError, ErrorCode};
 
 /// The cluster protocol version this build speaks.
-pub const CLUSTER_VERSION: u8 = 1;
+pub const CLUSTER_VERSION: u8 = 2;
 /// Default largest cluster frame (1 MiB); a full leaderboard of 50,000 players fits.
 pub const DEFAULT_MAX_CLUSTER_FRAME: usize = 1 << 20;
 const HEADER: usize = 4;
@@ -130,10 +130,16 @@ pub struct Standing {
 /// A leaderboard version. With `full`, `changes` is every player and replaces what the edge
 /// held; otherwise it lists the players whose standing changed since `version - 1`. Players
 /// in `removed` left the leaderboard (kicked).
+///
+/// A full board too big for one frame comes in parts: the first has `full`, the rest have
+/// `continues` and the same version, and add their players to it; every part but the last
+/// has `more`.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct LeaderboardUpdate {
     pub version: u64,
     pub full: bool,
+    pub continues: bool,
+    pub more: bool,
     pub players: u32,
     /// Answers in for the current question (shown to hosts).
     pub answered: u32,
@@ -188,6 +194,9 @@ pub enum ClusterMessage {
         epoch: u64,
         members: Vec<RingMember>,
     },
+    /// First message of a request channel: `Request`s follow on the stream, each answered by
+    /// a `Reply` with its id, in any order.
+    Requests,
 }
 
 fn config() -> impl bincode::config::Config {
@@ -275,6 +284,8 @@ mod tests {
                 event: OwnerEvent::Leaderboard(LeaderboardUpdate {
                     version: 9,
                     full: false,
+                    continues: false,
+                    more: false,
                     players: 2,
                     answered: 1,
                     top: vec![TopEntry("Ana".into(), 950)],
@@ -286,6 +297,7 @@ mod tests {
                     removed: vec![],
                 }),
             },
+            ClusterMessage::Requests,
             ClusterMessage::Ring {
                 epoch: 2,
                 members: vec![RingMember {

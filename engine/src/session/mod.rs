@@ -484,6 +484,11 @@ impl Session {
         self.board.full()
     }
 
+    /// The same in parts that each fit a cluster frame, whatever the quiz's size.
+    pub fn leaderboard_full_parts(&self) -> Vec<LeaderboardUpdate> {
+        self.board.full_parts(crate::leaderboard::FULL_PART_PLAYERS)
+    }
+
     /// The next effect to perform, in order.
     pub fn poll_effect(&mut self) -> Option<Effect> {
         self.effects.pop_front()

@@ -1,10 +1,11 @@
 //! This node as a member of the cluster: where each quiz's owner is, and how to reach it.
 //!
 //! [`Owners`] is what the edge talks to: a request or a subscription for a quiz goes to the
-//! local shard when this node owns the quiz, and over QUIC to the owner otherwise (one stream
-//! per request; one long-lived stream per subscribed quiz per edge, so the owner sends each
-//! event once per edge). The same type serves the other side: it accepts QUIC peers (other
-//! nodes' edges, routers pushing rings) and answers them from the local shard.
+//! local shard when this node owns the quiz, and over QUIC to the owner otherwise (every
+//! request to one peer on one shared stream, [`peers`]; one long-lived stream per subscribed
+//! quiz per edge, so the owner sends each event once per edge). The same type serves the
+//! other side: it accepts QUIC peers (other nodes' edges, routers pushing rings) and answers
+//! them from the local shard.
 //!
 //! Membership: the node renews its lease in the store; routers turn leases into rings and push
 //! them here; the store's ring is polled too, in case a push is missed. When the ring changes
@@ -12,25 +13,26 @@
 //! renew its lease within the lease's life stops serving its quizzes by itself; whatever it
 //! still tries to write is fenced by the new owner's epoch anyway.
 
-use std::collections::HashMap;
+mod peers;
+
+use crate::event::{Event, SharedEvent};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use peers::Peers;
 use quiz_cluster::{ClusterTls, Endpoint, EndpointConfig, FrameReader, FrameWriter, Peer};
-use quiz_protocol::cluster::{
-    ClusterMessage, EdgeRequest, OwnerEvent, OwnerReply, Rejection, RingMember,
-};
+use quiz_protocol::cluster::{ClusterMessage, EdgeRequest, OwnerReply, Rejection, RingMember};
 use quiz_protocol::{NodeId, QuizId};
-use quiz_store::{NodeLease, Stores};
-use tokio::sync::{Mutex, mpsc};
+use quiz_store::Stores;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{ClusterConfig, Config};
+use crate::lease::{LeaseKeeper, LeaseSpec, LeaseState};
 use crate::metrics::Metrics;
-use crate::now_ms;
 use crate::placement::{Owner, Placement};
 use crate::shard::{EdgeId, Shard, next_edge_id, unavailable};
 
@@ -44,14 +46,11 @@ pub(crate) struct Owners {
     shard: Shard,
     config: Arc<Config>,
     metrics: Metrics,
-    /// `None` for a single node.
-    endpoint: Option<Endpoint>,
-    /// Open connections to other members, by node. Dropped when the node leaves the ring: if
-    /// it comes back, it is another process, and the old connection would only time out.
-    peers: Arc<Mutex<HashMap<NodeId, Peer>>>,
+    /// The QUIC endpoint and the connections to other members; `None` for a single node.
+    peers: Option<Arc<Peers>>,
     next_request: AtomicU64,
-    /// The end of this node's lease as last renewed (local wall clock, ms); 0 before.
-    lease_until: AtomicI64,
+    /// This node's lease, as its renewal thread last renewed it.
+    lease: Arc<LeaseState>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     /// Set when the node stops as if it crashed (tests): its lease is left to expire.
@@ -73,10 +72,9 @@ impl Owners {
             shard,
             config,
             metrics,
-            endpoint: None,
-            peers: Arc::new(Mutex::new(HashMap::new())),
+            peers: None,
             next_request: AtomicU64::new(1),
-            lease_until: AtomicI64::new(0),
+            lease: Arc::new(LeaseState::default()),
             tracker,
             shutdown,
             crashed: Arc::new(AtomicBool::new(false)),
@@ -101,15 +99,16 @@ impl Owners {
         let me = NodeId(config.node_id.clone());
         let endpoint = Endpoint::bind(cluster.listen, me, &tls, endpoint_config)
             .map_err(|e| format!("cluster endpoint on {}: {e}", cluster.listen))?;
+        let timeout = Duration::from_millis(cluster.peer_timeout_ms);
+        let peers = Peers::new(endpoint, timeout, metrics.clone(), tracker.clone());
         Ok(Arc::new(Self {
             placement,
             shard,
             config,
             metrics,
-            endpoint: Some(endpoint),
-            peers: Arc::new(Mutex::new(HashMap::new())),
+            peers: Some(Arc::new(peers)),
             next_request: AtomicU64::new(1),
-            lease_until: AtomicI64::new(0),
+            lease: Arc::new(LeaseState::default()),
             tracker,
             shutdown,
             crashed: Arc::new(AtomicBool::new(false)),
@@ -118,7 +117,7 @@ impl Owners {
 
     /// Where peers reach this node over QUIC, if it is clustered.
     pub(crate) fn cluster_addr(&self) -> Option<SocketAddr> {
-        self.endpoint.as_ref().map(Endpoint::local_addr)
+        self.peers.as_ref().map(|p| p.endpoint().local_addr())
     }
 
     fn peer_timeout(&self) -> Duration {
@@ -175,26 +174,10 @@ impl Owners {
 
     /// Sends `message` (a request) to a peer that owns its quiz and waits for the reply.
     async fn ask(&self, member: &RingMember, message: &ClusterMessage) -> OwnerReply {
-        self.metrics
-            .cluster_messages
-            .with_label_values(&["request"])
-            .inc();
-        let peer = match self.peer(member).await {
-            Ok(peer) => peer,
-            Err(rejection) => return OwnerReply::Error(rejection),
+        let (Some(peers), ClusterMessage::Request { id, .. }) = (&self.peers, message) else {
+            return OwnerReply::Error(unavailable("this node is not in a cluster"));
         };
-        match peer.request(message, self.peer_timeout()).await {
-            Ok(ClusterMessage::Reply { reply, .. }) => reply,
-            Ok(other) => {
-                tracing::warn!(?other, "unexpected reply from a quiz's owner");
-                OwnerReply::Error(unavailable("the quiz's owner answered oddly; retry"))
-            }
-            Err(e) => {
-                self.forget_peer(&member.node).await;
-                tracing::debug!(owner = %member.node, error = %e, "request to the owner failed");
-                OwnerReply::Error(unavailable("the quiz's owner is unreachable; retry"))
-            }
-        }
+        peers.request(member, *id, message.clone()).await
     }
 
     /// Subscribes an edge room to a quiz's events, at the owner. The first event (the full
@@ -204,7 +187,7 @@ impl Owners {
         &self,
         quiz: &QuizId,
         edge: EdgeId,
-        events: mpsc::Sender<Arc<OwnerEvent>>,
+        events: mpsc::Sender<Event>,
     ) -> Result<Subscription, Rejection> {
         let mut moves = 0;
         loop {
@@ -238,9 +221,12 @@ impl Owners {
         &self,
         member: &RingMember,
         quiz: &QuizId,
-        events: &mpsc::Sender<Arc<OwnerEvent>>,
+        events: &mpsc::Sender<Event>,
     ) -> Result<Subscription, Rejection> {
-        let peer = self.peer(member).await?;
+        let Some(peers) = &self.peers else {
+            return Err(unavailable("this node is not in a cluster"));
+        };
+        let peer = peers.peer(member).await?;
         let first = ClusterMessage::Subscribe { quiz: quiz.clone() };
         let opened = tokio::time::timeout(self.peer_timeout(), async {
             let (writer, mut reader) = peer.open(&first).await?;
@@ -251,7 +237,7 @@ impl Owners {
         let (writer, reader, head) = match opened {
             Ok(Ok(parts)) => parts,
             Ok(Err(e)) => {
-                self.forget_peer(&member.node).await;
+                peers.forget(&member.node);
                 tracing::debug!(owner = %member.node, error = %e, "subscribing failed");
                 return Err(unavailable("the quiz's owner is unreachable; retry"));
             }
@@ -264,7 +250,7 @@ impl Owners {
                     .with_label_values(&["event_in"])
                     .inc();
                 events
-                    .send(Arc::new(event))
+                    .send(SharedEvent::new(event))
                     .await
                     .map_err(|_| unavailable("room closed"))?;
             }
@@ -283,41 +269,12 @@ impl Owners {
         })
     }
 
-    /// The connection to a member, opened if needed.
-    async fn peer(&self, member: &RingMember) -> Result<Peer, Rejection> {
-        let Some(endpoint) = &self.endpoint else {
-            return Err(unavailable("this node is not in a cluster"));
-        };
-        let mut peers = self.peers.lock().await;
-        if let Some(peer) = peers.get(&member.node) {
-            return Ok(peer.clone());
-        }
-        let addr = tokio::net::lookup_host(member.cluster_addr.as_str())
-            .await
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| unavailable("the quiz's owner has no usable address"))?;
-        let connect = endpoint.connect(addr, Some(&member.node));
-        let peer = tokio::time::timeout(self.peer_timeout(), connect)
-            .await
-            .map_err(|_| unavailable("the quiz's owner did not answer in time"))?
-            .map_err(|e| {
-                tracing::debug!(owner = %member.node, error = %e, "connecting to a peer failed");
-                unavailable("the quiz's owner is unreachable; retry")
-            })?;
-        peers.insert(member.node.clone(), peer.clone());
-        Ok(peer)
-    }
-
-    async fn forget_peer(&self, node: &NodeId) {
-        self.peers.lock().await.remove(node);
-    }
-
     /// Accepts peers until shutdown and serves each on its own task.
     pub(crate) async fn serve_peers(self: Arc<Self>) {
-        let Some(endpoint) = &self.endpoint else {
+        let Some(peers) = self.peers.clone() else {
             return;
         };
+        let endpoint = peers.endpoint();
         loop {
             let peer = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
@@ -356,13 +313,18 @@ impl Owners {
     ) {
         match first {
             ClusterMessage::Request { id, quiz, request } => {
-                let reply = if self.placement.is_mine(&quiz) {
-                    self.shard.request(&quiz, request).await
-                } else {
-                    OwnerReply::Error(not_mine(&self.placement))
-                };
+                let reply = self.serve_request(&quiz, request).await;
                 let _ = writer.send(&ClusterMessage::Reply { id, reply }).await;
                 let _ = writer.finish();
+            }
+            ClusterMessage::Requests => {
+                let owners = self.clone();
+                let handle = move |quiz: QuizId, request: EdgeRequest| {
+                    let owners = owners.clone();
+                    async move { owners.serve_request(&quiz, request).await }
+                };
+                let limit = self.config.limits.quiz_queue_requests;
+                peers::serve_channel(writer, reader, limit, self.tracker.clone(), handle).await
             }
             ClusterMessage::Subscribe { quiz } => {
                 self.serve_subscription(quiz, writer, reader).await
@@ -374,6 +336,16 @@ impl Owners {
                 let _ = writer.finish();
             }
             other => tracing::info!(?other, "a peer opened a stream with an unexpected message"),
+        }
+    }
+
+    /// A request from another node's edge, answered by the local shard if this node owns the
+    /// quiz.
+    async fn serve_request(&self, quiz: &QuizId, request: EdgeRequest) -> OwnerReply {
+        if self.placement.is_mine(quiz) {
+            self.shard.request(quiz, request).await
+        } else {
+            OwnerReply::Error(not_mine(&self.placement))
         }
     }
 
@@ -417,15 +389,12 @@ impl Owners {
                     None => break,
                 },
             };
-            let message = ClusterMessage::Event {
-                quiz: quiz.clone(),
-                event: (*event).clone(),
-            };
             self.metrics
                 .cluster_messages
                 .with_label_values(&["event"])
                 .inc();
-            if writer.send(&message).await.is_err() {
+            // Encoded once, by the first edge to need it, for every edge.
+            if writer.send_frame(event.frame(&quiz)).await.is_err() {
                 break;
             }
         }
@@ -439,11 +408,10 @@ impl Owners {
         if self.placement.update(epoch, members) {
             tracing::info!(epoch, members = members.len(), "new ring");
             self.metrics.ring_epoch.set(epoch as i64);
-            let peers = self.peers.clone();
-            let current: Vec<NodeId> = members.iter().map(|m| m.node.clone()).collect();
-            self.tracker.spawn(async move {
-                peers.lock().await.retain(|node, _| current.contains(node));
-            });
+            if let Some(peers) = &self.peers {
+                let current: Vec<NodeId> = members.iter().map(|m| m.node.clone()).collect();
+                peers.retain(&current);
+            }
             let shard = self.shard.clone();
             let lease_ok = self.lease_valid();
             self.tracker
@@ -452,56 +420,61 @@ impl Owners {
     }
 
     fn lease_valid(&self) -> bool {
-        self.endpoint.is_none() || now_ms() < self.lease_until.load(Ordering::Acquire)
+        self.peers.is_none() || self.lease.valid()
     }
 
-    /// Renews this node's lease, polls the ring, and fences itself when its lease lapses.
+    /// Keeps this node's lease (on a thread of its own: see [`crate::lease`]), polls the ring,
+    /// and lets every quiz go when the lease lapses.
     pub(crate) async fn run_membership(self: Arc<Self>, stores: Stores, ws_url: String) {
         let (Some(cluster), Some(addr)) = (self.config.cluster.clone(), self.cluster_addr()) else {
             return;
         };
-        let me = NodeId(self.config.node_id.clone());
-        let advertised = cluster
-            .advertise_addr
-            .clone()
-            .unwrap_or_else(|| addr.to_string());
-        let renew = Duration::from_millis(cluster.lease_renew_ms);
-        let poll = Duration::from_millis(cluster.ring_poll_ms);
-        let mut renew_tick = tokio::time::interval(renew);
-        let mut poll_tick = tokio::time::interval(poll);
-        let mut fenced = false;
+        let shard = self.shard.clone();
+        let crashed = self.crashed.clone();
+        let spec = LeaseSpec {
+            node: NodeId(self.config.node_id.clone()),
+            ws_url,
+            cluster_addr: cluster
+                .advertise_addr
+                .clone()
+                .unwrap_or_else(|| addr.to_string()),
+            weight: cluster.weight,
+            ttl: Duration::from_millis(cluster.lease_ttl_ms),
+            every: Duration::from_millis(cluster.lease_renew_ms),
+            draining: Arc::new(move || shard.draining()),
+        };
+        let store_config = self.config.store.clone();
+        let shared = stores.membership.clone();
+        let open = move || async move {
+            match quiz_store::Stores::open_membership(&store_config).await {
+                Ok(Some(own)) => Some(own),
+                // In-memory SQLite (tests): the one database there is.
+                Ok(None) => Some(shared),
+                Err(e) => {
+                    tracing::error!(error = %e, "opening the lease's store failed");
+                    None
+                }
+            }
+        };
+        let keeper = LeaseKeeper::spawn(
+            spec,
+            self.lease.clone(),
+            open,
+            self.shutdown.clone(),
+            Arc::new(move || crashed.load(Ordering::Acquire)),
+        );
+        let mut keeper = match keeper {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the lease thread");
+                return;
+            }
+        };
+        let mut poll_tick = tokio::time::interval(Duration::from_millis(cluster.ring_poll_ms));
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
-                _ = renew_tick.tick() => {
-                    // Checked before renewing: a node that was paused or cut off past its lease
-                    // may have lost its quizzes to others, and a renewed lease must not revive
-                    // the state it still holds. It lets every quiz go and takes up afresh, with
-                    // a new claim, whatever the ring gives it back.
-                    if !fenced && !self.lease_valid() && self.lease_until.load(Ordering::Acquire) > 0 {
-                        tracing::error!("this node's lease lapsed; handing off every quiz");
-                        fenced = true;
-                        self.shard.rebalance(false).await;
-                    }
-                    let now = now_ms();
-                    let lease = NodeLease {
-                        node: me.clone(),
-                        ws_url: ws_url.clone(),
-                        cluster_addr: advertised.clone(),
-                        weight: cluster.weight,
-                        draining: self.shard.draining(),
-                        renewed_at: now,
-                        expires_at: now + cluster.lease_ttl_ms as i64,
-                    };
-                    match stores.membership.renew_lease(&lease).await {
-                        // Counted from before the write: the store's copy expires no earlier.
-                        Ok(()) => {
-                            self.lease_until.store(now + cluster.lease_ttl_ms as i64, Ordering::Release);
-                            fenced = false;
-                        }
-                        Err(e) => tracing::warn!(error = %e, "renewing the lease failed"),
-                    }
-                }
+                Some(()) = keeper.lapses.recv() => self.shard.rebalance(false).await,
                 _ = poll_tick.tick() => {
                     if let Ok(Some(ring)) = stores.membership.ring().await {
                         self.on_ring(ring.epoch, &ring.members);
@@ -509,14 +482,8 @@ impl Owners {
                 }
             }
         }
-        if self.crashed.load(Ordering::Acquire) {
-            return;
-        }
-        // Leaving gracefully: the routers drop this node at once instead of waiting out the
-        // lease.
-        if let Err(e) = stores.membership.release_lease(&me).await {
-            tracing::warn!(error = %e, "releasing the lease failed");
-        }
+        // The lease is released (or, for a crash, left to expire) by its thread.
+        let _ = keeper.stopped.await;
     }
 }
 
@@ -543,18 +510,14 @@ impl Subscription {
 }
 
 /// Forwards a remote owner's events into a room until the stream or the room ends.
-async fn pump_events(
-    mut reader: FrameReader,
-    events: mpsc::Sender<Arc<OwnerEvent>>,
-    metrics: Metrics,
-) {
+async fn pump_events(mut reader: FrameReader, events: mpsc::Sender<Event>, metrics: Metrics) {
     while let Ok(Some(message)) = reader.next().await {
         if let ClusterMessage::Event { event, .. } = message {
             metrics
                 .cluster_messages
                 .with_label_values(&["event_in"])
                 .inc();
-            if events.send(Arc::new(event)).await.is_err() {
+            if events.send(SharedEvent::new(event)).await.is_err() {
                 return;
             }
         }

@@ -433,7 +433,9 @@ impl Reader {
             Ok(room) => room,
             Err(r) => return self.refused_join(&r),
         };
-        room.register(self.conn.clone(), self.session.role);
+        if !room.register(self.conn.clone(), self.session.role).await {
+            return self.refused_join(&crate::shard::unavailable("the quiz's room closed; retry"));
+        }
         let request = EdgeRequest::Join {
             user: self.session.user.clone(),
             role: self.session.role,
@@ -450,7 +452,7 @@ impl Reader {
                 for frame in frames {
                     self.conn.push(frame.into());
                 }
-                room.go_live(self.conn.id, player, seq, leaderboard_v);
+                room.go_live(self.conn.id, player, seq, leaderboard_v).await;
                 self.joined = Some(Joined { room, player });
                 true
             }

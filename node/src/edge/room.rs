@@ -8,6 +8,7 @@
 //! A phone that is joining is *pending*: events are held for it until its welcome (or replay)
 //! is queued, then those newer than its snapshot are released, so nothing is missed or doubled.
 
+use crate::event::Event;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -29,6 +30,8 @@ use crate::cluster::Subscription;
 const ROOM_LINGER: Duration = Duration::from_secs(30);
 /// Control messages queued for a room.
 const CONTROL_QUEUE: usize = 1024;
+/// How often a room drops members whose connection closed.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 enum Control {
     Register {
@@ -67,39 +70,37 @@ impl RoomHandle {
         self.open.store(false, Ordering::Release);
     }
 
-    /// Adds a joining phone; events are held for it until [`RoomHandle::go_live`].
-    pub(crate) fn register(&self, conn: Arc<Conn>, role: Role) {
-        self.control_send(Control::Register { conn, role });
+    /// Adds a joining phone; events are held for it until [`RoomHandle::go_live`]. Waits
+    /// for room in the control queue (a join storm queues here rather than fail). False if
+    /// the room has closed.
+    pub(crate) async fn register(&self, conn: Arc<Conn>, role: Role) -> bool {
+        self.control
+            .send(Control::Register { conn, role })
+            .await
+            .is_ok()
     }
 
     /// The phone's snapshot (up to `seq`) is queued: release newer events to it.
-    pub(crate) fn go_live(
+    pub(crate) async fn go_live(
         &self,
         conn: u64,
         player: Option<PlayerNo>,
         seq: u64,
         leaderboard_v: u64,
     ) {
-        self.control_send(Control::Live {
+        let live = Control::Live {
             conn,
             player,
             seq,
             leaderboard_v,
-        });
+        };
+        let _ = self.control.send(live).await;
     }
 
+    /// The phone leaves the room. Never waits: if the control queue is full (thousands of
+    /// phones closing at once), the room finds the closed connection on its next sweep.
     pub(crate) fn unregister(&self, conn: u64) {
-        self.control_send(Control::Unregister { conn });
-    }
-
-    fn control_send(&self, message: Control) {
-        // A full control queue means a stuck room; the phone is then closed to reconnect.
-        if let Err(mpsc::error::TrySendError::Full(m)) = self.control.try_send(message) {
-            if let Control::Register { conn, .. } = m {
-                conn.close(close::INTERNAL);
-            }
-            tracing::warn!("room control queue full");
-        }
+        let _ = self.control.try_send(Control::Unregister { conn });
     }
 }
 
@@ -108,7 +109,7 @@ struct Member {
     role: Role,
     player: Option<PlayerNo>,
     /// Events held while joining; `None` once live.
-    pending: Option<Vec<Arc<OwnerEvent>>>,
+    pending: Option<Vec<Event>>,
     /// Sequenced events up to this one are in the phone's snapshot already.
     after_seq: u64,
     last_you: Option<RankScore>,
@@ -134,6 +135,8 @@ pub(super) async fn open(edge: Arc<Edge>, quiz: QuizId) -> Result<RoomHandle, Re
         handle: handle.clone(),
         members: HashMap::new(),
         replica: LeaderboardReplica::new(),
+        top_before_parts: None,
+        top_json: None,
         empty_since: Some(Instant::now()),
     };
     edge.tracker.spawn(room.run(events, control));
@@ -148,15 +151,21 @@ struct Room {
     handle: RoomHandle,
     members: HashMap<u64, Member>,
     replica: LeaderboardReplica,
+    /// The top phones saw, while a full board arrives in parts.
+    top_before_parts: Option<Vec<TopEntry>>,
+    /// The top N of a version, as JSON, rendered for the first phone that needs it.
+    top_json: Option<(u64, String)>,
     empty_since: Option<Instant>,
 }
 
 impl Room {
     async fn run(
         mut self,
-        mut events: mpsc::Receiver<Arc<OwnerEvent>>,
+        mut events: mpsc::Receiver<Event>,
         mut control: mpsc::Receiver<Control>,
     ) {
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let close_code = loop {
             let linger = self.empty_since.map(|t| t + ROOM_LINGER);
             tokio::select! {
@@ -176,6 +185,10 @@ impl Room {
                     if self.members.is_empty() {
                         break close::NORMAL;
                     }
+                }
+                _ = sweep.tick() => {
+                    // Connections that closed without a word (their unregister did not fit).
+                    self.members.retain(|_, m| !m.conn.is_closed());
                 }
             }
             if !self.handle.open.load(Ordering::Acquire) {
@@ -246,7 +259,7 @@ impl Room {
                 audience,
                 seq,
                 json,
-            } = &*event
+            } = event.event()
             {
                 self.deliver(conn, *audience, *seq, &Bytes::copy_from_slice(json));
             }
@@ -257,7 +270,7 @@ impl Room {
     }
 
     /// Handles one event from the owner; `Err(code)` when the room must close its phones.
-    fn on_event(&mut self, event: &Arc<OwnerEvent>) -> Result<(), u16> {
+    fn on_event(&mut self, event: &Event) -> Result<(), u16> {
         for m in self.members.values_mut() {
             if let Some(held) = m.pending.as_mut() {
                 if held.len() >= self.edge.config.limits.send_queue_frames {
@@ -267,7 +280,7 @@ impl Room {
                 }
             }
         }
-        match &**event {
+        match event.event() {
             OwnerEvent::Frame {
                 audience,
                 seq,
@@ -281,10 +294,19 @@ impl Room {
             }
             OwnerEvent::Leaderboard(update) => {
                 let started = Instant::now();
-                let before = self.replica.top().to_vec();
+                // A board in parts is compared with what phones saw before its first part.
+                let before = self
+                    .top_before_parts
+                    .take()
+                    .unwrap_or_else(|| self.replica.top().to_vec());
                 if let Err(gap) = self.replica.apply(update) {
                     tracing::error!(%gap, "leaderboard replica out of step; resyncing phones");
                     return Err(close::INTERNAL);
+                }
+                if update.more {
+                    // Phones see the board once every part of it is in.
+                    self.top_before_parts = Some(before);
+                    return Ok(());
                 }
                 let top_changed = self.replica.top() != before.as_slice();
                 let ids: Vec<u64> = self.members.keys().copied().collect();
@@ -349,10 +371,19 @@ impl Room {
         if !(send_top || send_you || send_answered || players != m.last_players) {
             return;
         }
+        let top = send_top.then(|| {
+            // The top's JSON is the same for every phone of this version: rendered once.
+            let version = replica.version();
+            if self.top_json.as_ref().is_none_or(|(v, _)| *v != version) {
+                let json = serde_json::to_string(replica.top()).unwrap_or_else(|_| "[]".into());
+                self.top_json = Some((version, json));
+            }
+            self.top_json.as_ref().map_or("[]", |(_, j)| j.as_str())
+        });
         let frame = render_leaderboard(
             replica.version(),
             players,
-            send_top.then(|| replica.top()),
+            top,
             if send_you { you } else { None },
             host.then_some(answered),
         );
@@ -365,21 +396,20 @@ impl Room {
 }
 
 /// Renders a `leaderboard` frame by hand: this runs once per phone per version, so it avoids
-/// building the frame struct (and cloning the top N) each time. A test pins it to serde's
-/// output for the same frame.
+/// building the frame struct (and cloning the top N) each time; `top` is the top N already
+/// rendered as JSON (once per version). A test pins it to serde's output for the same frame.
 fn render_leaderboard(
     v: u64,
     players: u32,
-    top: Option<&[TopEntry]>,
+    top: Option<&str>,
     you: Option<RankScore>,
     answered: Option<u32>,
 ) -> Bytes {
-    let mut s = String::with_capacity(160);
+    let mut s = String::with_capacity(64 + top.map_or(0, str::len));
     let _ = write!(s, r#"{{"type":"leaderboard","v":{v},"players":{players}"#);
     if let Some(top) = top {
         s.push_str(r#","top":"#);
-        // Nicknames need JSON escaping; serde_json does it and cannot fail on strings.
-        s.push_str(&serde_json::to_string(top).unwrap_or_else(|_| "[]".into()));
+        s.push_str(top);
     }
     if let Some(you) = you {
         let _ = write!(s, r#","you":{{"rank":{},"score":{}}}"#, you.rank, you.score);
@@ -423,7 +453,8 @@ mod tests {
             (None, None, None),
         ];
         for (t, you, answered) in cases {
-            let ours = render_leaderboard(9, 12, t, you, answered);
+            let json = t.map(|t| serde_json::to_string(t).unwrap());
+            let ours = render_leaderboard(9, 12, json.as_deref(), you, answered);
             let theirs = encode_server(&ServerMessage::Leaderboard(LeaderboardFrame {
                 v: 9,
                 players: 12,
