@@ -18,7 +18,7 @@ const LINEAR: u64 = 128;
 const PER_OCTAVE: u64 = 64;
 
 /// A histogram of durations with ~1.6 % resolution.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LatencyHistogram {
     counts: Vec<u64>,
     total: u64,

@@ -3,6 +3,9 @@
 //!
 //! - [`ack_latency`]: answer acknowledgement latency and throughput, embedded backend against
 //!   the real one (PostgreSQL + Redis Cluster), run by run in one invocation.
+//! - [`capacity`]: what a multi-process cluster holds — idle connections, one big quiz,
+//!   a join storm, the failover of a big quiz — driven by load processes from outside, each
+//!   figure beside the floor this machine allows.
 //! - [`backend`]: starting fresh stores for a run and removing them after it.
 //! - [`histogram`]: the client-side latency histogram; [`scrape`]: the node's Prometheus
 //!   histograms; [`machine`]: machine facts and CPU use for the reports.
@@ -13,6 +16,8 @@
 
 pub mod ack_latency;
 pub mod backend;
+pub mod capacity;
+pub mod content;
 pub mod histogram;
 pub mod machine;
 pub mod scrape;
@@ -35,19 +40,63 @@ pub struct Cli {
 pub enum Command {
     /// Answer acknowledgement latency and answers/s, per backend, over several runs.
     AckLatency(ack_latency::Args),
+    /// Idle joined phones over every edge: node memory and CPU per phone.
+    Connections(capacity::connections::Args),
+    /// One quiz, many phones answering at a rate: ack, leaderboard and fan-out latencies.
+    BigQuiz(capacity::big_quiz::Args),
+    /// Phones into one quiz as fast as they can.
+    JoinStorm(capacity::join_storm::Args),
+    /// The owner of a big quiz SIGKILLed mid-question: first ack, every phone acked again.
+    FailoverAtScale(capacity::failover::Args),
+    /// A load process (started by a capacity bench).
+    #[command(hide = true)]
+    Phones,
+    /// A minimal broadcast server, the fan-out floor (started by a capacity bench).
+    #[command(hide = true)]
+    FloorServer {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
+    /// A shard node (a child process of a capacity bench's cluster).
+    #[command(hide = true)]
+    Node {
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
+    /// A router (a child process of a capacity bench's cluster).
+    #[command(hide = true)]
+    Router {
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
 }
 
 /// Runs the bench `cli` names and prints its report on stdout (progress goes to stderr).
 /// Fails if any run failed, after writing the report.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+    let command = command_line();
+    let report = match cli.command {
         Command::AckLatency(args) => {
-            let outcome = ack_latency::run(args, &command_line()).await?;
+            let outcome = ack_latency::run(args, &command).await?;
             println!("{}", outcome.report);
             let failed = outcome.failed_runs();
             ensure!(failed == 0, "{failed} run(s) failed; the report says why");
+            return Ok(());
         }
-    }
+        Command::Connections(args) => capacity::connections::run(args, &command).await?,
+        Command::BigQuiz(args) => capacity::big_quiz::run(args, &command).await?,
+        Command::JoinStorm(args) => capacity::join_storm::run(args, &command).await?,
+        Command::FailoverAtScale(args) => capacity::failover::run(args, &command).await?,
+        Command::Phones => return capacity::phones::run().await,
+        Command::FloorServer { listen } => return capacity::floor_server::run(listen).await,
+        Command::Node { config } => {
+            return quiz_local::processes::serve_node(&config, false).await;
+        }
+        Command::Router { config } => {
+            return quiz_local::processes::serve_router(&config, false).await;
+        }
+    };
+    println!("{report}");
     Ok(())
 }
 
@@ -112,7 +161,9 @@ mod tests {
     fn the_command_line_parses_with_its_defaults() {
         use clap::Parser;
         let cli = Cli::try_parse_from(["quiz-bench", "ack-latency"]).unwrap();
-        let Command::AckLatency(args) = cli.command;
+        let Command::AckLatency(args) = cli.command else {
+            panic!("ack-latency parses as itself");
+        };
         assert_eq!(
             args.backends,
             vec![backend::Backend::Embedded, backend::Backend::Real]

@@ -53,7 +53,7 @@ pub use connection::{
 };
 pub use handshake::HandshakeError;
 pub use options::{Options, Refresh, RefreshFuture};
-pub use raw::{RawError, RawFrame, RawSocket};
+pub use raw::{RawError, RawFrame, RawSocket, WebSocketStream, open_websocket};
 pub use router::{
     ApiError, ClientError, CreateQuiz, CreatedQuiz, DevToken, DevTokenRequest, JoinRequest,
     JoinTicket, QuizStatus, RouterClient, Standing, Standings, StoredQuestionSet,

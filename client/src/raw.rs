@@ -61,6 +61,21 @@ pub enum RawError {
     Decode(#[from] DecodeError),
 }
 
+/// A WebSocket after the upgrade, as fastwebsockets gives it: for callers that drive the
+/// frames themselves (a load generator splits it into a reader and a writer).
+pub type WebSocketStream =
+    fastwebsockets::WebSocket<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Opens a WebSocket to `url` (`?token=` appended when given) from source address `local`
+/// when given, and hands it over as is: nothing is sent, pings are not answered for you.
+pub async fn open_websocket(
+    url: &str,
+    token: Option<&str>,
+    local: Option<std::net::IpAddr>,
+) -> Result<WebSocketStream, HandshakeError> {
+    handshake::open(url, token, local).await
+}
+
 /// A bare WebSocket; see the module docs.
 pub struct RawSocket {
     ws: Ws,
