@@ -106,6 +106,9 @@ pub struct Limits {
     /// Frames queued for one phone before it counts as too slow and is dropped (close 4008).
     /// Each queued frame is shared with other phones, so this costs little. Default 256.
     pub send_queue_frames: usize,
+    /// Bytes queued for one phone before it counts as too slow (close 4008); a single frame
+    /// bigger than this still goes out when nothing else is queued. Default 1048576.
+    pub send_queue_bytes: usize,
     /// Sustained answers per second one connection may send; more get `rate_limited`.
     /// Default 5.
     pub answers_per_sec: u32,
@@ -157,6 +160,7 @@ impl Default for Limits {
         Self {
             max_frame_bytes: 64 * 1024,
             send_queue_frames: 256,
+            send_queue_bytes: 1 << 20,
             answers_per_sec: 5,
             answer_burst: 10,
             bad_frames_per_min: 20,
@@ -248,7 +252,11 @@ impl Config {
         if !(1024..=16 * 1024 * 1024).contains(&l.max_frame_bytes) {
             return bad("limits.max_frame_bytes must be 1 KiB to 16 MiB");
         }
-        if l.send_queue_frames == 0 || l.edge_queue_events == 0 || l.quiz_queue_requests == 0 {
+        if l.send_queue_frames == 0
+            || l.send_queue_bytes == 0
+            || l.edge_queue_events == 0
+            || l.quiz_queue_requests == 0
+        {
             return bad("queue sizes must be at least 1");
         }
         if l.answers_per_sec == 0 || l.answer_burst == 0 {

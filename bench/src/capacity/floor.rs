@@ -133,6 +133,9 @@ impl Server {
     }
 }
 
+/// Load processes of the floor use source addresses from 127.0.200.2 on.
+const FLOOR_SOURCES: usize = 200 << 8;
+
 /// Pushes frames from minimal servers to `sockets` sockets held by load processes.
 pub async fn broadcast(sockets: u64, min_processes: usize) -> anyhow::Result<BroadcastFloor> {
     let servers_needed = sockets.div_ceil(SOCKETS_PER_SERVER).max(1);
@@ -148,9 +151,11 @@ pub async fn broadcast(sockets: u64, min_processes: usize) -> anyhow::Result<Bro
     let plans = fleet::split(sockets, min_processes)
         .into_iter()
         .enumerate()
-        .map(|(worker, (_, count, source))| Plan {
+        .map(|(worker, (_, count, _))| Plan {
             worker,
-            source,
+            // Addresses of their own: the floor's closed sockets linger in TIME_WAIT, and
+            // phones connecting from the same addresses afterwards would wait behind them.
+            source: fleet::source_address(FLOOR_SOURCES + worker),
             deadline_s: 600,
             mode: Mode::Floor(FloorPlan {
                 urls: urls.clone(),

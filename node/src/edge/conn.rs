@@ -1,19 +1,18 @@
 //! One phone's connection: a reader task and a writer task.
 //!
-//! The writer owns the socket's write half and a bounded queue; everything sent to the phone
-//! goes through that queue, and a phone whose queue is full is too slow and is closed (4008)
-//! rather than buffered. The reader owns the read half (fastwebsockets' `read_frame` is not
-//! cancel-safe, so it is never raced in a `select!`): it decodes frames and forwards requests to
-//! the quiz's owner. When either task ends, the other is stopped.
+//! The writer owns the socket's write half and a queue bounded in frames and bytes
+//! ([`super::outbox`]); everything sent to the phone goes through that queue, and a phone whose
+//! queue is full is too slow and is closed (4008) rather than buffered. The reader owns the read
+//! half ([`super::frames`], which holds no buffer while the phone is quiet; a read is not
+//! cancel-safe, so it is never raced in a `select!`): it decodes frames and forwards requests
+//! to the quiz's owner. When either task ends, the other is stopped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fastwebsockets::{
-    Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite,
-};
+use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketWrite};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use quiz_protocol::client::{
@@ -22,9 +21,10 @@ use quiz_protocol::client::{
 use quiz_protocol::cluster::{EdgeRequest, OwnerReply, Rejection};
 use quiz_protocol::{AnswerId, DecodeError, ErrorCode, PlayerNo};
 use tokio::io::{ReadHalf, WriteHalf};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::frames::FrameReader;
+use super::outbox::{Out, Outbox, Refused};
 use super::room::RoomHandle;
 use super::{Admission, Edge};
 use crate::auth::Session;
@@ -37,17 +37,10 @@ static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 /// How long a closed connection waits for the phone's closing handshake.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
-/// What the writer sends.
-enum Out {
-    Text(Bytes),
-    /// A frame the protocol obliges us to send (pong, close echo).
-    Control(OpCode, Vec<u8>),
-}
-
 /// The part of a connection that others (the reader, the room, request tasks) hold.
 pub(crate) struct Conn {
     pub(crate) id: u64,
-    out: mpsc::Sender<Out>,
+    out: Outbox,
     kill: CancellationToken,
     close_code: AtomicU16,
     last_seen: AtomicI64,
@@ -59,20 +52,20 @@ impl Conn {
     /// closed with 4008 and `false` is returned.
     pub(crate) fn push(&self, frame: Bytes) -> bool {
         let len = frame.len() as u64;
-        match self.out.try_send(Out::Text(frame)) {
+        match self.out.push(Out::Text(frame)) {
             Ok(()) => {
                 self.metrics.frames_sent.inc();
                 self.metrics.bytes_sent.inc_by(len);
                 true
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(Refused::Full) => {
                 if self.close(close::TOO_SLOW) {
                     self.metrics.slow_consumers.inc();
                     tracing::info!("phone too slow to read; dropping it");
                 }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(Refused::Closed) => false,
         }
     }
 
@@ -112,16 +105,21 @@ pub(super) async fn serve(
     session: Session,
     admission: Admission,
 ) {
-    let (read, write) = ws.split(tokio::io::split);
-    let mut read = read;
+    // The upgrade's own read buffer goes with it; the frame reader makes one when needed.
+    let (read, write) = tokio::io::split(ws.into_inner());
+    let (_, write) = fastwebsockets::after_handshake_split(
+        tokio::io::empty(),
+        write,
+        fastwebsockets::Role::Server,
+    );
     // Frames up to 4x the limit are read whole and refused with 1009 by the decoder, so the
     // phone sees the close cleanly; fastwebsockets cuts bigger ones off at the header, which
     // leaves unread bytes and makes the close a reset.
-    read.set_max_message_size(edge.config.limits.max_frame_bytes * 4 + 1);
-    let (out, out_rx) = mpsc::channel(edge.config.limits.send_queue_frames);
+    let read = FrameReader::new(read, edge.config.limits.max_frame_bytes * 4 + 1);
+    let limits = &edge.config.limits;
     let conn = Arc::new(Conn {
         id: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
-        out,
+        out: Outbox::new(limits.send_queue_frames, limits.send_queue_bytes),
         kill: CancellationToken::new(),
         close_code: AtomicU16::new(0),
         last_seen: AtomicI64::new(now_ms()),
@@ -142,7 +140,7 @@ pub(super) async fn serve(
         _admission: admission,
     };
     let reader = edge.tracker.spawn(reader.run(read));
-    let writer = write_loop(edge.clone(), write, out_rx, conn.clone());
+    let writer = write_loop(edge.clone(), write, conn.clone());
     writer.await;
     // The writer is done (closed, failed or shutting down). Give the phone a moment to answer
     // our close frame (the reader takes it), then stop reading. The reader's drop handler
@@ -158,12 +156,7 @@ pub(super) async fn serve(
     edge.metrics.connections.dec();
 }
 
-async fn write_loop(
-    edge: Arc<Edge>,
-    mut ws: WebSocketWrite<WriteHalf<Stream>>,
-    mut rx: mpsc::Receiver<Out>,
-    conn: Arc<Conn>,
-) {
+async fn write_loop(edge: Arc<Edge>, mut ws: WebSocketWrite<WriteHalf<Stream>>, conn: Arc<Conn>) {
     let limits = &edge.config.limits;
     let mut ping = tokio::time::interval(Duration::from_secs(limits.ping_interval_s));
     ping.tick().await;
@@ -176,10 +169,7 @@ async fn write_loop(
                 conn.close(close::GOING_AWAY);
                 break;
             }
-            out = rx.recv() => match out {
-                Some(out) => send(&mut ws, out).await,
-                None => break,
-            },
+            out = conn.out.pop() => send(&mut ws, out).await,
             _ = ping.tick() => {
                 if now_ms() - conn.last_seen.load(Ordering::Relaxed) > idle_ms {
                     conn.close(close::TIMEOUT);
@@ -191,13 +181,15 @@ async fn write_loop(
         };
         if result.is_err() {
             conn.kill.cancel();
+            conn.out.close();
             return;
         }
     }
+    conn.out.close();
     let code = conn.close_code.load(Ordering::Acquire);
     if code != close::TOO_SLOW {
         // Frames queued before the close (an error explaining it) still go out.
-        while let Ok(out) = rx.try_recv() {
+        while let Some(out) = conn.out.try_pop() {
             if send(&mut ws, out).await.is_err() {
                 return;
             }
@@ -280,10 +272,12 @@ impl Drop for Reader {
 }
 
 impl Reader {
-    async fn run(mut self, mut read: WebSocketRead<ReadHalf<Stream>>) {
-        let out = self.conn.out.clone();
+    async fn run(mut self, mut read: FrameReader<ReadHalf<Stream>>) {
+        let conn = self.conn.clone();
         let mut obligated = move |frame: Frame<'_>| {
-            let _ = out.try_send(Out::Control(frame.opcode, frame.payload.to_vec()));
+            let _ = conn
+                .out
+                .push(Out::Control(frame.opcode, frame.payload.to_vec()));
             std::future::ready(Ok::<(), std::convert::Infallible>(()))
         };
         let join_deadline =
@@ -291,7 +285,7 @@ impl Reader {
         loop {
             let frame = if self.joined.is_none() {
                 // Dropping a read here is fine: the connection is abandoned on timeout.
-                match tokio::time::timeout_at(join_deadline.into(), read.read_frame(&mut obligated))
+                match tokio::time::timeout_at(join_deadline.into(), read.next_frame(&mut obligated))
                     .await
                 {
                     Ok(f) => f,
@@ -301,7 +295,7 @@ impl Reader {
                     }
                 }
             } else {
-                read.read_frame(&mut obligated).await
+                read.next_frame(&mut obligated).await
             };
             let frame = match frame {
                 Ok(f) => f,
@@ -312,16 +306,24 @@ impl Reader {
             };
             self.conn.last_seen.store(now_ms(), Ordering::Relaxed);
             let keep_going = match frame.opcode {
-                OpCode::Text if frame.fin => self.on_text(&frame.payload).await,
+                // Boxed: a quiet phone's task holds only what waiting for a frame needs.
+                OpCode::Text if frame.fin => Box::pin(self.on_text(&frame.payload)).await,
                 OpCode::Text => self.start_fragments(&frame.payload),
                 OpCode::Continuation => match self.continue_fragments(&frame.payload, frame.fin) {
-                    Some(Some(text)) => self.on_text(&text).await,
+                    Some(Some(text)) => Box::pin(self.on_text(&text)).await,
                     Some(None) => true,
                     None => false,
                 },
                 OpCode::Binary => self.protocol_close(close::UNSUPPORTED_DATA),
                 OpCode::Close => false,
-                OpCode::Ping | OpCode::Pong => true,
+                OpCode::Ping => {
+                    let _ = self
+                        .conn
+                        .out
+                        .push(Out::Control(OpCode::Pong, frame.payload.to_vec()));
+                    true
+                }
+                OpCode::Pong => true,
             };
             if !keep_going || self.conn.is_closed() {
                 return;
@@ -346,7 +348,7 @@ impl Reader {
 
     /// Closes for a protocol violation; returns false (stop reading).
     fn protocol_close(&self, code: u16) -> bool {
-        tracing::info!(code, "closing for a protocol violation");
+        tracing::info!(code, quiz = %self.session.quiz, user = %self.session.user, "closing for a protocol violation");
         self.conn.close(code);
         false
     }
@@ -712,22 +714,20 @@ impl TokenBucket {
 mod tests {
     use super::*;
 
-    fn conn(queue: usize) -> (Conn, mpsc::Receiver<Out>) {
-        let (out, rx) = mpsc::channel(queue);
-        let conn = Conn {
+    fn conn(queue: usize) -> Conn {
+        Conn {
             id: 1,
-            out,
+            out: Outbox::new(queue, 1 << 20),
             kill: CancellationToken::new(),
             close_code: AtomicU16::new(0),
             last_seen: AtomicI64::new(0),
             metrics: crate::metrics::Metrics::new(),
-        };
-        (conn, rx)
+        }
     }
 
     #[test]
     fn a_phone_that_does_not_read_is_dropped_not_buffered() {
-        let (conn, _rx) = conn(2);
+        let conn = conn(2);
         assert!(conn.push(Bytes::from_static(b"{}")));
         assert!(conn.push(Bytes::from_static(b"{}")));
         assert!(
