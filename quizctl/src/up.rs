@@ -292,9 +292,16 @@ fn sqlite_dir(url: &str) -> Option<&Path> {
     Path::new(url.strip_prefix("sqlite://")?).parent()
 }
 
+/// Removes an embedded database and its membership sibling (the nodes' leases).
 fn remove_sqlite(db: &Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    let url = format!("sqlite://{}", db.display());
+    let membership = StoreConfig::sql(url.clone()).membership_database();
+    for url in [url, membership] {
+        let path = url.trim_start_matches("sqlite://");
+        let path = path.split('?').next().unwrap_or(path);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{path}{suffix}"));
+        }
     }
 }
 
