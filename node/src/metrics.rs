@@ -171,8 +171,14 @@ impl Default for Metrics {
 
 /// Resident bytes and CPU seconds of this process, from `/proc/self` (Linux only).
 fn process_usage() -> Option<(u64, f64)> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let rss_kb: u64 = status
+    Some((resident_bytes("self")?, cpu_seconds("self")?))
+}
+
+/// The resident memory of a process (`"self"` or a PID), bytes: `VmRSS` of its
+/// `/proc/…/status` (Linux only).
+pub fn resident_bytes(process: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).ok()?;
+    let kb: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))?
         .trim()
@@ -180,12 +186,18 @@ fn process_usage() -> Option<(u64, f64)> {
         .trim()
         .parse()
         .ok()?;
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    Some(kb * 1024)
+}
+
+/// User + system CPU time of a process (`"self"` or a PID), seconds, from its `/proc/…/stat`
+/// (Linux only).
+pub fn cpu_seconds(process: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{process}/stat")).ok()?;
     // Fields after the command name (which may hold spaces): utime and stime are the 12th
     // and 13th, in clock ticks (100 per second on Linux).
     let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some((rss_kb * 1024, ticks / 100.0))
+    Some(ticks / 100.0)
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {

@@ -180,12 +180,10 @@ pub async fn run(args: Args, command: &str) -> anyhow::Result<String> {
 }
 
 async fn run_once(args: &Args) -> anyhow::Result<RunFigures> {
-    let mut cluster = Cluster::start(&args.cluster, None).await?;
-    let played = play(args, &mut cluster).await;
-    let stopped = cluster.stop().await;
-    let figures = played?;
-    stopped?;
-    Ok(figures)
+    Cluster::run(&args.cluster, None, async |cluster| {
+        play(args, cluster).await
+    })
+    .await
 }
 
 async fn play(args: &Args, cluster: &mut Cluster) -> anyhow::Result<RunFigures> {

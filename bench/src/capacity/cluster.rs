@@ -115,6 +115,21 @@ impl Cluster {
     }
 
     /// The node processes, when this run started them.
+    /// Starts the cluster `args` names, runs `f` on it and stops it, also when `f` failed
+    /// (whose error then comes first).
+    pub async fn run<T>(
+        args: &ClusterArgs,
+        max_connections: Option<usize>,
+        f: impl AsyncFnOnce(&mut Cluster) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut cluster = Cluster::start(args, max_connections).await?;
+        let result = f(&mut cluster).await;
+        let stopped = cluster.stop().await;
+        let value = result?;
+        stopped?;
+        Ok(value)
+    }
+
     pub fn processes(&mut self) -> Option<&mut ProcessCluster> {
         self.processes.as_mut()
     }
@@ -263,6 +278,12 @@ impl Cluster {
 }
 
 /// Production defaults where a test plan has quick ones, and room for the run's phones.
+/// A node connection limit with room for `phones` spread over `nodes` nodes, under the
+/// process's 20,000 open files.
+pub fn connections_for(phones: u64, nodes: usize) -> usize {
+    (phones.div_ceil(nodes.max(1) as u64) as usize + 500).clamp(18_000, 19_800)
+}
+
 fn production_settings(plan: &mut Plan, max_connections: Option<usize>) {
     let defaults = quiz_node::config::ClusterConfig::default();
     for node in &mut plan.nodes {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::cluster::{Cluster, ClusterArgs, NodeSample};
+use super::cluster::{Cluster, ClusterArgs, NodeSample, connections_for};
 use super::figures::Merged;
 use super::floor;
 use super::plot::Series;
@@ -95,15 +95,11 @@ pub async fn run(mut args: Args, command: &str) -> anyhow::Result<String> {
 }
 
 async fn run_size(args: &Args, phones: u64) -> anyhow::Result<SizeFigures> {
-    let per_node = phones.div_ceil(args.cluster.nodes.max(1) as u64);
-    // Room for the run's phones on each node, under the process's 20,000 open files.
-    let max = (per_node as usize + 500).clamp(18_000, 19_800);
-    let mut cluster = Cluster::start(&args.cluster, Some(max)).await?;
-    let result = measure(args, &mut cluster, phones).await;
-    let stopped = cluster.stop().await;
-    let f = result?;
-    stopped?;
-    Ok(f)
+    let max = connections_for(phones, args.cluster.nodes);
+    Cluster::run(&args.cluster, Some(max), async |cluster| {
+        measure(args, cluster, phones).await
+    })
+    .await
 }
 
 async fn measure(args: &Args, cluster: &mut Cluster, phones: u64) -> anyhow::Result<SizeFigures> {

@@ -101,12 +101,10 @@ pub async fn run(mut args: Args, command: &str) -> anyhow::Result<String> {
 }
 
 async fn run_once(args: &Args) -> anyhow::Result<KillFigures> {
-    let mut cluster = Cluster::start(&args.cluster, None).await?;
-    let result = kill_and_answer(args, &mut cluster).await;
-    let stopped = cluster.stop().await;
-    let f = result?;
-    stopped?;
-    Ok(f)
+    Cluster::run(&args.cluster, None, async |cluster| {
+        kill_and_answer(args, cluster).await
+    })
+    .await
 }
 
 async fn kill_and_answer(args: &Args, cluster: &mut Cluster) -> anyhow::Result<KillFigures> {

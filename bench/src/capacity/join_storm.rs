@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::cluster::{Cluster, ClusterArgs};
+use super::cluster::{Cluster, ClusterArgs, connections_for};
 use super::figures::{Merged, Percentiles, median};
 use super::floor;
 use super::plot::Series;
@@ -83,14 +83,11 @@ pub async fn run(mut args: Args, command: &str) -> anyhow::Result<String> {
 }
 
 async fn run_once(args: &Args) -> anyhow::Result<StormFigures> {
-    let max = (args.phones.div_ceil(args.cluster.nodes.max(1) as u64) as usize + 500)
-        .clamp(18_000, 19_800);
-    let cluster = Cluster::start(&args.cluster, Some(max)).await?;
-    let result = storm(args, &cluster).await;
-    let stopped = cluster.stop().await;
-    let f = result?;
-    stopped?;
-    Ok(f)
+    let max = connections_for(args.phones, args.cluster.nodes);
+    Cluster::run(&args.cluster, Some(max), async |cluster| {
+        storm(args, cluster).await
+    })
+    .await
 }
 
 async fn storm(args: &Args, cluster: &Cluster) -> anyhow::Result<StormFigures> {

@@ -36,28 +36,14 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The resident memory of process `pid`, bytes (`VmRSS` of `/proc/PID/status`).
+/// The resident memory of process `pid`, bytes.
 pub fn rss_of(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
+    quiz_node::metrics::resident_bytes(&pid.to_string())
 }
 
-/// User + system CPU time of process `pid`, seconds (`/proc/PID/stat`).
+/// User + system CPU time of process `pid`, seconds.
 pub fn cpu_seconds_of(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces; fields count from the closing parenthesis.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
+    quiz_node::metrics::cpu_seconds(&pid.to_string())
 }
 
 #[cfg(test)]
