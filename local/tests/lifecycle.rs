@@ -259,3 +259,46 @@ async fn phones_that_answer_pings_stay_and_silent_ones_are_closed() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filling_lobby_sends_players_the_count_at_most_once_an_interval_and_hosts_every_change() {
+    within(async {
+        let sys = System::start_with(quiz_local::LocalOptions {
+            node_config: |c| c.limits.players_count_interval_ms = 3_000,
+            ..quiz_local::LocalOptions::for_test()
+        })
+        .await;
+        // With a top of one, later joins change nothing Ana shows but the count.
+        let quiz = sys
+            .quiz(QuizSettings {
+                top_n: 1,
+                ..QuizSettings::default()
+            })
+            .await;
+        let router = sys.router_as("ana", Role::Player).await;
+        let ticket = router.join(&quiz, "Ana", None).await.unwrap();
+        let mut ana = joined(&ticket.ws_urls[0], &ticket).await;
+        let host = Phone::join(&sys, &quiz, "host", "", Role::Host, None).await;
+        // Five joins, each in a board push of its own: the host sees every count.
+        for n in 2..=6u32 {
+            let user = format!("p{n}");
+            let _ = Phone::join(&sys, &quiz, &user, &user, Role::Player, None).await;
+            host.until("the new count", |l| (l.view.players == n).then_some(()))
+                .await;
+        }
+        // Ana gets the count the interval held back, in fewer frames than the joins, and
+        // never a count below the one her welcome showed.
+        let mut counts = Vec::new();
+        while counts.last() != Some(&6) {
+            match ana.recv_message().await.unwrap() {
+                ServerMessage::Leaderboard(l) => counts.push(l.players),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(counts[0] >= 1, "the welcome showed Ana herself: {counts:?}");
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+        assert!(counts.len() < 5, "one frame per join: {counts:?}");
+        sys.local.shutdown().await;
+    })
+    .await;
+}

@@ -69,11 +69,12 @@ pub enum EdgeRequest {
 pub enum OwnerReply {
     /// Joined as `player` (`None` for a host). `frames` are JSON frames for the phone, in
     /// order: a `welcome`, or a `resumed` and the replayed events. They bring the phone to
-    /// sequence number `seq` and leaderboard version `leaderboard_v`.
+    /// sequence number `seq` and to leaderboard version `leaderboard_v`, or to none when
+    /// they carry no leaderboard (a replay).
     Joined {
         player: Option<PlayerNo>,
         seq: u64,
-        leaderboard_v: u64,
+        leaderboard_v: Option<u64>,
         frames: Vec<Vec<u8>>,
     },
     /// A JSON frame for the phone (an `ack`, `host_ok`, or a self-paced `question`).

@@ -42,7 +42,7 @@ enum Control {
         conn: u64,
         player: Option<PlayerNo>,
         seq: u64,
-        leaderboard_v: u64,
+        leaderboard_v: Option<u64>,
     },
     Unregister {
         conn: u64,
@@ -86,7 +86,7 @@ impl RoomHandle {
         conn: u64,
         player: Option<PlayerNo>,
         seq: u64,
-        leaderboard_v: u64,
+        leaderboard_v: Option<u64>,
     ) {
         let live = Control::Live {
             conn,
@@ -138,6 +138,8 @@ pub(super) async fn open(edge: Arc<Edge>, quiz: QuizId) -> Result<RoomHandle, Re
         top_before_parts: None,
         top_json: None,
         empty_since: Some(Instant::now()),
+        players_sent_at: Instant::now(),
+        players_flush_at: None,
     };
     edge.tracker.spawn(room.run(events, control));
     Ok(handle)
@@ -156,6 +158,10 @@ struct Room {
     /// The top N of a version, as JSON, rendered for the first phone that needs it.
     top_json: Option<(u64, String)>,
     empty_since: Option<Instant>,
+    /// When phones last got news that was only the players count, and when they get the
+    /// count held back since (`limits.players_count_interval_ms`).
+    players_sent_at: Instant,
+    players_flush_at: Option<Instant>,
 }
 
 impl Room {
@@ -185,6 +191,9 @@ impl Room {
                     if self.members.is_empty() {
                         break close::NORMAL;
                     }
+                }
+                _ = sleep_until(self.players_flush_at), if self.players_flush_at.is_some() => {
+                    self.leaderboard_to_all(false, true);
                 }
                 _ = sweep.tick() => {
                     // Connections that closed without a word (their unregister did not fit).
@@ -238,15 +247,21 @@ impl Room {
         }
     }
 
-    fn go_live(&mut self, conn: u64, player: Option<PlayerNo>, seq: u64, leaderboard_v: u64) {
+    fn go_live(
+        &mut self,
+        conn: u64,
+        player: Option<PlayerNo>,
+        seq: u64,
+        leaderboard_v: Option<u64>,
+    ) {
         let Some(member) = self.members.get_mut(&conn) else {
             return;
         };
         member.player = player;
         member.after_seq = seq;
         let held = member.pending.take().unwrap_or_default();
-        // The welcome carried the leaderboard at `leaderboard_v`; a replay carried none (0).
-        let current = leaderboard_v != 0 && leaderboard_v >= self.replica.version();
+        // The welcome carried the leaderboard at `leaderboard_v`; a replay carried none.
+        let current = leaderboard_v.is_some_and(|v| v >= self.replica.version());
         if current {
             member.last_you = player.and_then(|p| self.replica.standing(p));
             member.last_players = self.replica.players();
@@ -265,7 +280,7 @@ impl Room {
             }
         }
         if !current {
-            self.leaderboard_to(conn, false);
+            self.leaderboard_to(conn, false, true);
         }
     }
 
@@ -309,9 +324,12 @@ impl Room {
                     return Ok(());
                 }
                 let top_changed = self.replica.top() != before.as_slice();
-                let ids: Vec<u64> = self.members.keys().copied().collect();
-                for id in ids {
-                    self.leaderboard_to(id, top_changed);
+                let interval =
+                    Duration::from_millis(self.edge.config.limits.players_count_interval_ms);
+                let players_due = self.players_sent_at.elapsed() >= interval;
+                self.leaderboard_to_all(top_changed, players_due);
+                if !players_due && self.players_flush_at.is_none() {
+                    self.players_flush_at = Some(self.players_sent_at + interval);
                 }
                 self.edge
                     .metrics
@@ -352,8 +370,21 @@ impl Room {
         }
     }
 
+    /// Sends every live member their leaderboard frame if anything they see changed; a
+    /// change of the players count alone waits for `players_due` (hosts get it at once).
+    fn leaderboard_to_all(&mut self, top_changed: bool, players_due: bool) {
+        let ids: Vec<u64> = self.members.keys().copied().collect();
+        for id in ids {
+            self.leaderboard_to(id, top_changed, players_due);
+        }
+        if players_due {
+            self.players_sent_at = Instant::now();
+            self.players_flush_at = None;
+        }
+    }
+
     /// Sends one live member their leaderboard frame if anything they see changed.
-    fn leaderboard_to(&mut self, id: u64, top_changed: bool) {
+    fn leaderboard_to(&mut self, id: u64, top_changed: bool, players_due: bool) {
         let replica = &self.replica;
         let Some(m) = self.members.get_mut(&id) else {
             return;
@@ -368,7 +399,8 @@ impl Room {
         let answered = replica.answered();
         let send_answered = host && answered != m.last_answered;
         let players = replica.players();
-        if !(send_top || send_you || send_answered || players != m.last_players) {
+        let send_players = players != m.last_players && (players_due || host);
+        if !(send_top || send_you || send_answered || send_players) {
             return;
         }
         let top = send_top.then(|| {

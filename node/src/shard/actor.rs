@@ -289,20 +289,20 @@ impl QuizActor {
             },
         };
         let replay = last_seq.and_then(|seq| self.session.replay(seq, player, role, now));
-        // A welcome carries the leaderboard at the current version; a replay carries none
-        // (version 0), so the edge sends the phone a fresh one.
+        // A welcome carries the leaderboard at the current version (0 for a new quiz); a
+        // replay carries none, so the edge sends the phone a fresh one.
         let (seq, leaderboard_v, frames, outcome) = match replay {
             Some((resumed, events)) => {
                 let seq = resumed.to_seq;
                 let mut frames = vec![encode_server(&ServerMessage::Resumed(resumed))];
                 frames.extend(events.iter().map(encode_server));
-                (seq, 0, frames, "resumed")
+                (seq, None, frames, "resumed")
             }
             None => {
                 let welcome = self.session.welcome(player, role, now);
                 let (seq, v) = (welcome.seq, welcome.leaderboard.v);
                 let frame = encode_server(&ServerMessage::Welcome(Box::new(welcome)));
-                (seq, v, vec![frame], "welcome")
+                (seq, Some(v), vec![frame], "welcome")
             }
         };
         self.metrics.joins.with_label_values(&[outcome]).inc();
