@@ -379,6 +379,20 @@ async fn a_crashed_owner_is_replaced_and_nothing_acknowledged_is_lost() {
             acks.lock().unwrap().len() > before,
             "the quiz went on after the crash"
         );
+        // Phones on the surviving edges kept their sockets: each was resynced in place.
+        for (i, phone) in phones.iter().enumerate() {
+            if i / 2 == owner {
+                continue;
+            }
+            let log = phone.log.lock().unwrap();
+            assert_eq!(log.reconnects, 0, "{} reconnected", phone.name);
+            let snapshots = log
+                .frames
+                .iter()
+                .filter(|f| matches!(f, ServerMessage::Welcome(_) | ServerMessage::Resumed(_)))
+                .count();
+            assert_eq!(snapshots, 2, "{}: a welcome, then a resync", phone.name);
+        }
         eprintln!(
             "REPORT failover: the quiz ended {:?} after the owner crashed",
             crashed.elapsed()
@@ -444,6 +458,10 @@ async fn quizzes_move_live_when_a_node_joins_and_when_one_drains() {
         for (q, (acks, phones, done)) in runs {
             done.await.unwrap();
             check_ended(&sys, &q, &acks, &phones).await;
+            // No node died: every phone kept its socket as its quiz moved.
+            for phone in &phones {
+                assert_eq!(phone.log.lock().unwrap().reconnects, 0, "{}", phone.name);
+            }
             let record = sys.local.stores.quizzes.quiz(&q).await.unwrap().unwrap();
             if moving.contains(&q) {
                 assert_eq!(

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub bytes_sent: IntCounter,
     /// Phones dropped for not reading (close 4008).
     pub slow_consumers: IntCounter,
+    /// Rooms that followed a moved quiz to its new owner, keeping their phones connected.
+    pub room_resyncs: IntCounter,
     /// Connections closed by the server, by close code (1008 policy, 4009 idle...).
     pub closes: IntCounterVec,
     /// Quizzes loaded on this node as owner.
@@ -72,6 +74,10 @@ impl Metrics {
             frames_sent: counter("frames_sent_total", "Frames queued to phones"),
             bytes_sent: counter("bytes_sent_total", "Payload bytes queued to phones"),
             slow_consumers: counter("slow_consumers_total", "Phones dropped as too slow"),
+            room_resyncs: counter(
+                "room_resyncs_total",
+                "Rooms that followed a moved quiz and resynced their phones in place",
+            ),
             closes: counter_vec("closes_total", "Connections closed by the server", "code"),
             cluster_messages: counter_vec(
                 "cluster_messages_total",
@@ -131,6 +137,7 @@ impl Metrics {
             Box::new(self.frames_sent.clone()),
             Box::new(self.bytes_sent.clone()),
             Box::new(self.slow_consumers.clone()),
+            Box::new(self.room_resyncs.clone()),
             Box::new(self.closes.clone()),
             Box::new(self.quizzes.clone()),
             Box::new(self.cluster_messages.clone()),

@@ -435,7 +435,7 @@ impl Reader {
             Ok(room) => room,
             Err(r) => return self.refused_join(&r),
         };
-        if !room.register(self.conn.clone(), self.session.role).await {
+        if !room.register(self.conn.clone(), &self.session).await {
             return self.refused_join(&crate::shard::unavailable("the quiz's room closed; retry"));
         }
         let request = EdgeRequest::Join {

@@ -7,6 +7,10 @@
 //!
 //! A phone that is joining is *pending*: events are held for it until its welcome (or replay)
 //! is queued, then those newer than its snapshot are released, so nothing is missed or doubled.
+//!
+//! When the quiz moves (its owner died, handed it off or drained), the room subscribes to the
+//! new owner and joins each of its phones there again from the last event it sent them: a
+//! phone stays connected and gets a `resumed` and the events it missed, as after a reconnect.
 
 use crate::event::Event;
 use std::collections::HashMap;
@@ -18,13 +22,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use quiz_engine::LeaderboardReplica;
 use quiz_protocol::client::{RankScore, Role, TopEntry, close};
-use quiz_protocol::cluster::{Audience, OwnerEvent, Rejection};
-use quiz_protocol::{PlayerNo, QuizId};
-use tokio::sync::mpsc;
+use quiz_protocol::cluster::{Audience, EdgeRequest, OwnerEvent, OwnerReply, Rejection};
+use quiz_protocol::{PlayerNo, QuizId, UserId};
+use tokio::sync::{Semaphore, mpsc};
 
 use super::Edge;
 use super::conn::Conn;
+use crate::auth::Session;
 use crate::cluster::Subscription;
+use crate::shard::EdgeId;
 
 /// How long a room with no phones stays subscribed, for phones that are only reconnecting.
 const ROOM_LINGER: Duration = Duration::from_secs(30);
@@ -32,11 +38,15 @@ const ROOM_LINGER: Duration = Duration::from_secs(30);
 const CONTROL_QUEUE: usize = 1024;
 /// How often a room drops members whose connection closed.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Phones joined again at the quiz's new owner at once, after the quiz moved.
+const REJOINS_IN_FLIGHT: usize = 256;
+/// How long to wait between tries to subscribe to a moved quiz's new owner.
+const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(100);
 
 enum Control {
     Register {
         conn: Arc<Conn>,
-        role: Role,
+        session: Session,
     },
     Live {
         conn: u64,
@@ -46,6 +56,11 @@ enum Control {
     },
     Unregister {
         conn: u64,
+    },
+    /// The new owner's reply to joining a phone again after the quiz moved.
+    Rejoined {
+        conn: u64,
+        reply: OwnerReply,
     },
 }
 
@@ -73,9 +88,10 @@ impl RoomHandle {
     /// Adds a joining phone; events are held for it until [`RoomHandle::go_live`]. Waits
     /// for room in the control queue (a join storm queues here rather than fail). False if
     /// the room has closed.
-    pub(crate) async fn register(&self, conn: Arc<Conn>, role: Role) -> bool {
+    pub(crate) async fn register(&self, conn: Arc<Conn>, session: &Session) -> bool {
+        let session = session.clone();
         self.control
-            .send(Control::Register { conn, role })
+            .send(Control::Register { conn, session })
             .await
             .is_ok()
     }
@@ -107,10 +123,13 @@ impl RoomHandle {
 struct Member {
     conn: Arc<Conn>,
     role: Role,
+    /// Who the phone is, to join it again at a new owner.
+    user: UserId,
+    nickname: String,
     player: Option<PlayerNo>,
     /// Events held while joining; `None` once live.
     pending: Option<Vec<Event>>,
-    /// Sequenced events up to this one are in the phone's snapshot already.
+    /// Sequenced events up to this one are in the phone's snapshot or queued for it.
     after_seq: u64,
     last_you: Option<RankScore>,
     last_players: u32,
@@ -131,10 +150,12 @@ pub(super) async fn open(edge: Arc<Edge>, quiz: QuizId) -> Result<RoomHandle, Re
     let room = Room {
         edge: edge.clone(),
         quiz,
+        edge_id,
         subscription: Some(subscription),
         handle: handle.clone(),
         members: HashMap::new(),
         replica: LeaderboardReplica::new(),
+        replica_loaded: false,
         top_before_parts: None,
         top_json: None,
         empty_since: Some(Instant::now()),
@@ -149,10 +170,13 @@ struct Room {
     edge: Arc<Edge>,
     quiz: QuizId,
     /// The subscription to the quiz's owner (local or remote); ended when the room closes.
+    edge_id: EdgeId,
     subscription: Option<Subscription>,
     handle: RoomHandle,
     members: HashMap<u64, Member>,
     replica: LeaderboardReplica,
+    /// Whether the owner's whole board has arrived since the room (re)subscribed.
+    replica_loaded: bool,
     /// The top phones saw, while a full board arrives in parts.
     top_before_parts: Option<Vec<TopEntry>>,
     /// The top N of a version, as JSON, rendered for the first phone that needs it.
@@ -178,15 +202,24 @@ impl Room {
                 biased;
                 _ = self.edge.shutdown.cancelled() => break close::GOING_AWAY,
                 Some(c) = control.recv() => self.on_control(c),
-                event = events.recv() => match event {
-                    Some(e) => {
-                        if let Err(code) = self.on_event(&e) {
-                            break code;
+                event = events.recv() => {
+                    let moved = match event {
+                        Some(e) => match self.on_event(&e) {
+                            Ok(()) => false,
+                            Err(close::GOING_AWAY) => true,
+                            Err(code) => break code,
+                        },
+                        // The owner dropped this edge (too slow) or went away.
+                        None => true,
+                    };
+                    if moved {
+                        match self.resync().await {
+                            Some(new_events) => events = new_events,
+                            // Phones reconnect and resume on their own.
+                            None => break close::GOING_AWAY,
                         }
                     }
-                    // The owner dropped this edge (too slow) or the quiz moved: phones resume.
-                    None => break close::GOING_AWAY,
-                },
+                }
                 _ = sleep_until(linger), if linger.is_some() => {
                     if self.members.is_empty() {
                         break close::NORMAL;
@@ -221,10 +254,12 @@ impl Room {
 
     fn on_control(&mut self, control: Control) {
         match control {
-            Control::Register { conn, role } => {
+            Control::Register { conn, session } => {
                 let member = Member {
                     conn: conn.clone(),
-                    role,
+                    role: session.role,
+                    user: session.user,
+                    nickname: session.nickname,
                     player: None,
                     pending: Some(Vec::new()),
                     after_seq: 0,
@@ -242,6 +277,120 @@ impl Room {
                 leaderboard_v,
             } => self.go_live(conn, player, seq, leaderboard_v),
             Control::Unregister { conn } => {
+                self.members.remove(&conn);
+            }
+            Control::Rejoined { conn, reply } => self.rejoined(conn, reply),
+        }
+    }
+
+    /// The quiz moved, or its owner dropped this edge: subscribes to the owner the ring names
+    /// now and joins every live phone there again from the last event it was sent. `None` when
+    /// there is no phone to keep or no owner took the subscription in time; the room then
+    /// closes and phones reconnect on their own.
+    async fn resync(&mut self) -> Option<mpsc::Receiver<Event>> {
+        if let Some(old) = self.subscription.take() {
+            old.end().await;
+        }
+        // Phones still joining hear from their own join request (refused or served).
+        let live: Vec<u64> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.pending.is_none() && !m.conn.is_closed())
+            .map(|(id, _)| *id)
+            .collect();
+        if live.is_empty() {
+            return None;
+        }
+        let limits = &self.edge.config.limits;
+        let deadline = Instant::now() + Duration::from_millis(limits.request_timeout_ms);
+        let events = loop {
+            let (events_tx, events) = mpsc::channel(limits.edge_queue_events);
+            let subscribing = self
+                .edge
+                .owners
+                .subscribe(&self.quiz, self.edge_id, events_tx);
+            let refused = tokio::select! {
+                _ = self.edge.shutdown.cancelled() => return None,
+                subscribed = tokio::time::timeout_at(deadline.into(), subscribing) => match subscribed {
+                    Ok(Ok(subscription)) => {
+                        self.subscription = Some(subscription);
+                        break events;
+                    }
+                    Ok(Err(rejection)) => rejection.message,
+                    Err(_) => "no owner in time".into(),
+                },
+            };
+            if Instant::now() + RESUBSCRIBE_PAUSE >= deadline {
+                tracing::warn!(quiz = %self.quiz, %refused, "the moved quiz has no owner; phones reconnect");
+                return None;
+            }
+            tokio::select! {
+                _ = self.edge.shutdown.cancelled() => return None,
+                () = tokio::time::sleep(RESUBSCRIBE_PAUSE) => {}
+            }
+        };
+        // The new owner's board comes whole, with versions of its own.
+        self.replica = LeaderboardReplica::new();
+        self.replica_loaded = false;
+        self.top_before_parts = None;
+        self.top_json = None;
+        tracing::info!(quiz = %self.quiz, phones = live.len(), "the quiz moved; resyncing phones in place");
+        self.edge.metrics.room_resyncs.inc();
+        let permits = Arc::new(Semaphore::new(REJOINS_IN_FLIGHT));
+        for id in live {
+            let Some(m) = self.members.get_mut(&id) else {
+                continue;
+            };
+            m.pending = Some(Vec::new());
+            let request = EdgeRequest::Join {
+                user: m.user.clone(),
+                role: m.role,
+                nickname: m.nickname.clone(),
+                last_seq: Some(m.after_seq),
+            };
+            let (edge, quiz) = (self.edge.clone(), self.quiz.clone());
+            let (control, permits) = (self.handle.control.clone(), permits.clone());
+            self.edge.tracker.spawn(async move {
+                let Ok(_permit) = permits.acquire().await else {
+                    return;
+                };
+                let reply = edge.owners.request(&quiz, request).await;
+                let _ = control.send(Control::Rejoined { conn: id, reply }).await;
+            });
+        }
+        Some(events)
+    }
+
+    /// A phone joined again at the quiz's new owner: its replay goes out, then what is held.
+    fn rejoined(&mut self, conn: u64, reply: OwnerReply) {
+        let Some(member) = self.members.get(&conn) else {
+            // The phone left while it was being joined again: the new owner hears it left.
+            if let OwnerReply::Joined { player, .. } = reply {
+                let (owners, quiz) = (self.edge.owners.clone(), self.quiz.clone());
+                self.edge.tracker.spawn(async move {
+                    owners
+                        .request(&quiz, EdgeRequest::Disconnect { player })
+                        .await;
+                });
+            }
+            return;
+        };
+        match reply {
+            OwnerReply::Joined {
+                player,
+                seq,
+                leaderboard_v,
+                frames,
+            } => {
+                for frame in frames {
+                    member.conn.push(frame.into());
+                }
+                self.go_live(conn, player, seq, leaderboard_v);
+            }
+            other => {
+                // It reconnects and joins on its own, and hears why if it still cannot.
+                tracing::debug!(?other, "joining a phone again at the new owner failed");
+                member.conn.close(close::GOING_AWAY);
                 self.members.remove(&conn);
             }
         }
@@ -279,7 +428,8 @@ impl Room {
                 self.deliver(conn, *audience, *seq, &Bytes::copy_from_slice(json));
             }
         }
-        if !current {
+        // Until the owner's whole board is in, the phone gets it with everyone else.
+        if !current && self.replica_loaded {
             self.leaderboard_to(conn, false, true);
         }
     }
@@ -323,6 +473,7 @@ impl Room {
                     self.top_before_parts = Some(before);
                     return Ok(());
                 }
+                self.replica_loaded = true;
                 let top_changed = self.replica.top() != before.as_slice();
                 let interval =
                     Duration::from_millis(self.edge.config.limits.players_count_interval_ms);
@@ -353,7 +504,7 @@ impl Room {
 
     /// Sends a rendered frame to one live member, if it is for them and new to them.
     fn deliver(&mut self, id: u64, audience: Audience, seq: Option<u64>, bytes: &Bytes) {
-        let Some(m) = self.members.get(&id) else {
+        let Some(m) = self.members.get_mut(&id) else {
             return;
         };
         if m.pending.is_some() {
@@ -367,6 +518,9 @@ impl Room {
         let new = seq.is_none_or(|s| s > m.after_seq);
         if for_them && new {
             m.conn.push(bytes.clone());
+            if let Some(s) = seq {
+                m.after_seq = s;
+            }
         }
     }
 
