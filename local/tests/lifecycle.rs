@@ -4,7 +4,7 @@
 mod support;
 
 use quiz_client::RawSocket;
-use quiz_protocol::client::{ClientMessage, Pong, Role, ServerMessage, close};
+use quiz_protocol::client::{AnswerFrame, ClientMessage, Pong, Role, ServerMessage, close};
 use quiz_protocol::{Answer, AnswerId, ErrorCode, HostCommand, QuizSettings};
 use support::*;
 
@@ -261,10 +261,90 @@ async fn phones_that_answer_pings_stay_and_silent_ones_are_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rank_moved_by_others_reaches_a_player_at_most_once_an_interval_and_its_own_score_at_once()
+ {
+    within(async {
+        let sys = System::start_with(quiz_local::LocalOptions {
+            node_config: |c| c.limits.drift_interval_ms = 5_000,
+            ..quiz_local::LocalOptions::for_test()
+        })
+        .await;
+        let quiz = sys
+            .quiz(QuizSettings {
+                top_n: 1,
+                close_when_all_answered: false,
+                ..QuizSettings::default()
+            })
+            .await;
+        let router = sys.router_as("ana", Role::Player).await;
+        let ticket = router.join(&quiz, "Ana", None).await.unwrap();
+        let mut ana = joined(&ticket.ws_urls[0], &ticket).await;
+        let host = Phone::join(&sys, &quiz, "host", "", Role::Host, None).await;
+        let mut others = Vec::new();
+        for n in 2..=5 {
+            let user = format!("p{n}");
+            others.push(Phone::join(&sys, &quiz, &user, &user, Role::Player, None).await);
+        }
+        host.until("every player", |l| (l.view.players == 5).then_some(()))
+            .await;
+        host.conn.host(HostCommand::Start, None).await.unwrap();
+        // Four others score, each in a board push of its own; Ana has not answered.
+        for (n, p) in others.iter().enumerate() {
+            let q = p.until("question 0", |l| l.view.question.clone()).await;
+            p.conn.answer(0, answer_for(&q, true)).await.unwrap();
+            let n = n as u32 + 1;
+            host.until("the answer on the board", |l| {
+                (l.view.answers_in == Some(n)).then_some(())
+            })
+            .await;
+        }
+        // Ana's rank falls to 5th in fewer frames than the scores that moved it.
+        let mut question = None;
+        let mut ranks = Vec::new();
+        while ranks.last() != Some(&5) {
+            match ana.recv_message().await.unwrap() {
+                ServerMessage::Leaderboard(l) => {
+                    if let Some(you) = l.you {
+                        assert_eq!(you.score, 0, "Ana did not score");
+                        ranks.push(you.rank);
+                    }
+                }
+                ServerMessage::Question(q) => question = Some(q),
+                _ => {}
+            }
+        }
+        assert!(ranks.len() < 4, "a frame per score: {ranks:?}");
+        // Her own score is news: it is not held for the interval.
+        let question = question.expect("question 0");
+        let id = AnswerId::parse("ana-q0").unwrap();
+        let frame = AnswerFrame::new(0, id, &answer_for(&question, true));
+        ana.send(&ClientMessage::Answer(frame)).await.unwrap();
+        let total = loop {
+            match ana.recv_message().await.unwrap() {
+                ServerMessage::Ack(ack) => break ack.total,
+                ServerMessage::Leaderboard(_) => {}
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(total > 0);
+        loop {
+            if let ServerMessage::Leaderboard(l) = ana.recv_message().await.unwrap()
+                && let Some(you) = l.you
+            {
+                assert_eq!(you.score, total, "her new score, with the rank it gives");
+                break;
+            }
+        }
+        sys.local.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filling_lobby_sends_players_the_count_at_most_once_an_interval_and_hosts_every_change() {
     within(async {
         let sys = System::start_with(quiz_local::LocalOptions {
-            node_config: |c| c.limits.players_count_interval_ms = 3_000,
+            node_config: |c| c.limits.drift_interval_ms = 3_000,
             ..quiz_local::LocalOptions::for_test()
         })
         .await;

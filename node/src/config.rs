@@ -139,11 +139,12 @@ pub struct Limits {
     /// fewer, bigger writes, and the stored standings (the router's standings endpoint,
     /// leagues) lag by up to this much. Acks never wait for it. Default 100.
     pub leaderboard_store_interval_ms: u64,
-    /// Least time between two `leaderboard` frames to a phone whose only news is the players
-    /// count (a lobby filling up), ms: a join storm would otherwise send every phone a frame
-    /// on every board push. Other changes (top, your rank, a host's answered) are not held.
-    /// Default 1000.
-    pub players_count_interval_ms: u64,
+    /// Least time between two `leaderboard` frames to a player whose only news is what others
+    /// did, ms: the players count (a lobby filling up) and its rank moving while its own score
+    /// did not (others scoring). In a big quiz nearly every rank moves on every board push, and
+    /// a join storm changes the count on every push. A change of its own score, of the top,
+    /// or a host's `answered` is not held, and held news rides along with it. Default 1000.
+    pub drift_interval_ms: u64,
     /// How long an edge waits for the quiz's owner to answer a request, ms. Default 10000.
     pub request_timeout_ms: u64,
     /// Events queued from a quiz to one edge before that edge is dropped and must resync.
@@ -177,7 +178,7 @@ impl Default for Limits {
             max_pending_answers: 20_000,
             max_write_batch: 512,
             leaderboard_store_interval_ms: 100,
-            players_count_interval_ms: 1000,
+            drift_interval_ms: 1000,
             request_timeout_ms: 10_000,
             edge_queue_events: 4096,
             quiz_queue_requests: 8192,
@@ -277,8 +278,8 @@ impl Config {
         if l.leaderboard_store_interval_ms > 10_000 {
             return bad("limits.leaderboard_store_interval_ms must be at most 10000");
         }
-        if l.players_count_interval_ms > 10_000 {
-            return bad("limits.players_count_interval_ms must be at most 10000");
+        if l.drift_interval_ms > 10_000 {
+            return bad("limits.drift_interval_ms must be at most 10000");
         }
         if l.max_write_batch == 0 || l.max_pending_answers == 0 {
             return bad("limits.max_write_batch and max_pending_answers must be at least 1");

@@ -159,8 +159,8 @@ pub(super) async fn open(edge: Arc<Edge>, quiz: QuizId) -> Result<RoomHandle, Re
         top_before_parts: None,
         top_json: None,
         empty_since: Some(Instant::now()),
-        players_sent_at: Instant::now(),
-        players_flush_at: None,
+        drift_sent_at: Instant::now(),
+        drift_flush_at: None,
     };
     edge.tracker.spawn(room.run(events, control));
     Ok(handle)
@@ -169,8 +169,9 @@ pub(super) async fn open(edge: Arc<Edge>, quiz: QuizId) -> Result<RoomHandle, Re
 struct Room {
     edge: Arc<Edge>,
     quiz: QuizId,
-    /// The subscription to the quiz's owner (local or remote); ended when the room closes.
+    /// This edge, as the quiz's owner knows it.
     edge_id: EdgeId,
+    /// The subscription to the quiz's owner (local or remote); ended when the room closes.
     subscription: Option<Subscription>,
     handle: RoomHandle,
     members: HashMap<u64, Member>,
@@ -182,10 +183,10 @@ struct Room {
     /// The top N of a version, as JSON, rendered for the first phone that needs it.
     top_json: Option<(u64, String)>,
     empty_since: Option<Instant>,
-    /// When phones last got news that was only the players count, and when they get the
-    /// count held back since (`limits.players_count_interval_ms`).
-    players_sent_at: Instant,
-    players_flush_at: Option<Instant>,
+    /// When players last got news that others made (the count, a rank moved by others'
+    /// scores), and when they get what was held back since (`limits.drift_interval_ms`).
+    drift_sent_at: Instant,
+    drift_flush_at: Option<Instant>,
 }
 
 impl Room {
@@ -225,7 +226,7 @@ impl Room {
                         break close::NORMAL;
                     }
                 }
-                _ = sleep_until(self.players_flush_at), if self.players_flush_at.is_some() => {
+                _ = sleep_until(self.drift_flush_at), if self.drift_flush_at.is_some() => {
                     self.leaderboard_to_all(false, true);
                 }
                 _ = sweep.tick() => {
@@ -475,12 +476,11 @@ impl Room {
                 }
                 self.replica_loaded = true;
                 let top_changed = self.replica.top() != before.as_slice();
-                let interval =
-                    Duration::from_millis(self.edge.config.limits.players_count_interval_ms);
-                let players_due = self.players_sent_at.elapsed() >= interval;
-                self.leaderboard_to_all(top_changed, players_due);
-                if !players_due && self.players_flush_at.is_none() {
-                    self.players_flush_at = Some(self.players_sent_at + interval);
+                let interval = Duration::from_millis(self.edge.config.limits.drift_interval_ms);
+                let drift_due = self.drift_sent_at.elapsed() >= interval;
+                self.leaderboard_to_all(top_changed, drift_due);
+                if !drift_due && self.drift_flush_at.is_none() {
+                    self.drift_flush_at = Some(self.drift_sent_at + interval);
                 }
                 self.edge
                     .metrics
@@ -524,21 +524,22 @@ impl Room {
         }
     }
 
-    /// Sends every live member their leaderboard frame if anything they see changed; a
-    /// change of the players count alone waits for `players_due` (hosts get it at once).
-    fn leaderboard_to_all(&mut self, top_changed: bool, players_due: bool) {
+    /// Sends every live member their leaderboard frame if anything they see changed; news
+    /// that others made (the players count, a rank moved while the score stayed) waits for
+    /// `drift_due` unless the frame goes out anyway (hosts get the count at once).
+    fn leaderboard_to_all(&mut self, top_changed: bool, drift_due: bool) {
         let ids: Vec<u64> = self.members.keys().copied().collect();
         for id in ids {
-            self.leaderboard_to(id, top_changed, players_due);
+            self.leaderboard_to(id, top_changed, drift_due);
         }
-        if players_due {
-            self.players_sent_at = Instant::now();
-            self.players_flush_at = None;
+        if drift_due {
+            self.drift_sent_at = Instant::now();
+            self.drift_flush_at = None;
         }
     }
 
     /// Sends one live member their leaderboard frame if anything they see changed.
-    fn leaderboard_to(&mut self, id: u64, top_changed: bool, players_due: bool) {
+    fn leaderboard_to(&mut self, id: u64, top_changed: bool, drift_due: bool) {
         let replica = &self.replica;
         let Some(m) = self.members.get_mut(&id) else {
             return;
@@ -548,15 +549,16 @@ impl Room {
         }
         let you = m.player.and_then(|p| replica.standing(p));
         let send_top = top_changed || m.needs_top;
-        let send_you = you.is_some() && you != m.last_you;
         let host = m.role == Role::Host;
         let answered = replica.answered();
-        let send_answered = host && answered != m.last_answered;
         let players = replica.players();
-        let send_players = players != m.last_players && (players_due || host);
-        if !(send_top || send_you || send_answered || send_players) {
+        let own_score = you.is_some_and(|y| m.last_you.is_none_or(|l| l.score != y.score));
+        let news = send_top || own_score || (host && answered != m.last_answered);
+        let drift = you != m.last_you || players != m.last_players;
+        if !(news || (drift && (drift_due || host))) {
             return;
         }
+        let send_you = you.is_some() && you != m.last_you;
         let top = send_top.then(|| {
             // The top's JSON is the same for every phone of this version: rendered once.
             let version = replica.version();
