@@ -389,7 +389,7 @@ fn render(
     r.line(
         "- **Definitions:** *ack*: an answer's first send → its ack, on the phone (resends \
          included). *board, own*: a scoring ack → the first leaderboard frame on that phone \
-         showing the new total. *board, every phone*: a scoring ack → the last phone to receive \
+         showing the new total (0 when one showed it before the ack arrived). *board, every phone*: a scoring ack → the last phone to receive \
          the leaderboard version that first showed it (phones that did not get that version \
          showed nothing it changed). *question fan-out*: a question frame's first → last phone. \
          *floor*: the same work done by a minimal fastwebsockets broadcaster to the same number \

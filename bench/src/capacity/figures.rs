@@ -3,7 +3,8 @@
 //! Definitions (the report repeats them):
 //! - **ack**: an answer's first send → its `ack`, as the phone saw it (resends included).
 //! - **board, own**: an ack that scored → the first `leaderboard` frame on that phone whose
-//!   `you.score` shows the new total.
+//!   `you.score` shows the new total; 0 when such a frame came before the ack (acks and
+//!   boards travel apart).
 //! - **board, every phone**: an ack that scored → the last phone to receive the leaderboard
 //!   version that first showed it (the version of the "own" frame). A phone gets a version
 //!   only when something it shows changed, so the phones that did not get it held a board

@@ -350,6 +350,8 @@ struct Pending {
     choice: u32,
     /// When to (re)send it; `None` once sent and waiting.
     send_at: Option<tokio::time::Instant>,
+    /// Retryable refusals so far: each doubles the pause before the next send.
+    refusals: u32,
 }
 
 /// A phone's state across its connections.
@@ -364,6 +366,9 @@ struct State {
     pending: Option<Pending>,
     /// An ack with points, waiting for a leaderboard frame that shows its total.
     board_wait: Option<(usize, u32)>,
+    /// The highest score a leaderboard frame showed, with its version and arrival: a board
+    /// can show a total before its ack arrives.
+    shown: Option<(u32, u64, i64)>,
     last_command: u64,
     rng: rand::rngs::SmallRng,
 }
@@ -377,6 +382,7 @@ async fn phone(shared: Arc<Shared>, n: u64, idp: String) -> PhoneRecord {
         answered_up_to: None,
         pending: None,
         board_wait: None,
+        shown: None,
         last_command: 0,
         rng: rand::SeedableRng::seed_from_u64(n),
     };
@@ -764,6 +770,11 @@ fn on_frame(shared: &Shared, state: &mut State, frame: Box<Incoming>, at: i64, j
             if let Some(v) = frame.v {
                 state.record.versions.push((v, at, frame.top.is_some()));
                 let score = frame.you.as_ref().and_then(|y| y.score);
+                if let Some(score) = score
+                    && state.shown.is_none_or(|(shown, _, _)| score > shown)
+                {
+                    state.shown = Some((score, v, at));
+                }
                 if let (Some((record, total)), Some(score)) = (state.board_wait, score)
                     && score >= total
                 {
@@ -829,6 +840,7 @@ fn schedule_answer(shared: &Shared, state: &mut State, question: u32, within_ms:
         answer_id: format!("b{}-{question}", state.n),
         choice,
         send_at: Some(tokio::time::Instant::now() + Duration::from_millis(delay)),
+        refusals: 0,
     });
 }
 
@@ -843,7 +855,13 @@ fn settle_ack(state: &mut State, answer_id: &str, points: u32, total: u32, at: i
     rec.total = total;
     state.pending = None;
     if points > 0 {
-        state.board_wait = Some((record, total));
+        match state.shown {
+            // The board showed the total before the ack came: it waited for nothing.
+            Some((shown, v, _)) if shown >= total => {
+                state.record.answers[record].board = Some((v, at));
+            }
+            _ => state.board_wait = Some((record, total)),
+        }
     }
 }
 
@@ -852,7 +870,10 @@ fn on_refusal(state: &mut State, answer_id: &str, code: &str, retryable: bool) {
         return;
     };
     if retryable {
-        let pause = state.rng.random_range(100..400);
+        // As PROTOCOL.md asks of clients: 100 ms doubling up to 2 s, with jitter.
+        p.refusals += 1;
+        let ceiling = (100u64 << p.refusals.min(5)).min(2_000);
+        let pause = state.rng.random_range(ceiling / 4..=ceiling);
         p.send_at = Some(tokio::time::Instant::now() + Duration::from_millis(pause));
     } else {
         state.record.answers[p.record].refused = Some(code.to_owned());
