@@ -277,9 +277,6 @@ async fn play(args: &Args, cluster: &mut Cluster) -> anyhow::Result<RunFigures> 
         .histogram_sum("quiz_node_write_batch_answers", &[])
         .await
         .and_then(|h| h.mean());
-    if let Some(dir) = &args.cluster.logs {
-        cluster.keep_logs(&dir.join(format!("run-{}", now_us())))?;
-    }
     if let Some((rows, once)) = setup::check_log(cluster, &quiz, &merged.answers).await? {
         figures.log_rows = Some(rows);
         figures.log_matches_acks = Some(once);

@@ -124,6 +124,12 @@ impl Cluster {
     ) -> anyhow::Result<T> {
         let mut cluster = Cluster::start(args, max_connections).await?;
         let result = f(&mut cluster).await;
+        // Every bench keeps its logs when asked, also when the run failed.
+        if let Some(dir) = &args.logs
+            && let Err(e) = cluster.keep_logs(&dir.join(format!("run-{}", super::wire::now_us())))
+        {
+            eprintln!("could not keep the cluster's logs: {e:#}");
+        }
         let stopped = cluster.stop().await;
         let value = result?;
         stopped?;
