@@ -510,3 +510,57 @@ async fn an_answer_after_the_deadline_is_too_late() {
     })
     .await;
 }
+
+/// A join refused as `unavailable` leaves the socket open for another `join`, even when the
+/// refusal came after the join deadline: a phone that keeps trying is not an idle socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_refused_as_unavailable_can_be_sent_again_past_the_join_deadline() {
+    use sqlx::Connection;
+    within(async {
+        let mut options = quiz_local::LocalOptions::for_test();
+        options.node_config = |c| c.limits.join_timeout_s = 1;
+        let sys = System::start_with(options).await;
+        let quiz = sys.quiz(QuizSettings::default()).await;
+        // Another writer holds the database: the node cannot claim the quiz it loads for
+        // the join, and refuses it once SQLite's busy timeout (5 s) has passed.
+        let mut writer = sqlx::SqliteConnection::connect(&sys.local.store.database_url)
+            .await
+            .expect("a second connection to the database");
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut writer)
+            .await
+            .unwrap();
+        let t = token(
+            quiz.as_str(),
+            "patient",
+            Role::Player,
+            |_| {},
+            quiz_local::DEV_SESSION_SECRET,
+        );
+        let mut phone = RawSocket::connect(&sys.local.node(0).ws_url(), Some(&t))
+            .await
+            .expect("socket");
+        let join = ClientMessage::Join { last_seq: None };
+        phone.send(&join).await.unwrap();
+        let refusal = loop {
+            match phone.recv_message().await {
+                Ok(ServerMessage::Error(e)) => break e,
+                Ok(_) => continue,
+                Err(e) => panic!("no refusal: {e}"),
+            }
+        };
+        assert_eq!(refusal.code, ErrorCode::Unavailable, "{}", refusal.message);
+        assert!(refusal.retryable);
+        sqlx::query("ROLLBACK").execute(&mut writer).await.unwrap();
+        phone.send(&join).await.unwrap();
+        loop {
+            match phone.recv_message().await {
+                Ok(ServerMessage::Welcome(_)) => break,
+                Ok(_) => continue,
+                Err(e) => panic!("not welcomed: {e}"),
+            }
+        }
+        sys.local.shutdown().await;
+    })
+    .await;
+}

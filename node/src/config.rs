@@ -122,7 +122,8 @@ pub struct Limits {
     /// A connection with no frame (pongs included) for this long is closed with 4009.
     /// Default 70.
     pub idle_timeout_s: u64,
-    /// Seconds a phone has to send `join` after connecting. Default 10.
+    /// Seconds a phone has to send `join` after connecting, and to send it again after a
+    /// refused join. Default 10.
     pub join_timeout_s: u64,
     /// Open connections on this node; each costs ~10 KiB. Keep it under the process's
     /// open-file limit. Default 18000.

@@ -131,6 +131,7 @@ pub(super) async fn serve(
         conn: conn.clone(),
         session,
         joined: None,
+        join_deadline: Instant::now() + Duration::from_secs(edge.config.limits.join_timeout_s),
         bad_frames: RateWindow::new(Duration::from_secs(60)),
         answers: TokenBucket::new(
             edge.config.limits.answers_per_sec,
@@ -244,6 +245,9 @@ struct Reader {
     conn: Arc<Conn>,
     session: Session,
     joined: Option<Joined>,
+    /// Until joined, when the socket is closed for want of a `join`: the join timeout after
+    /// the connect, and again after each refused join (a phone that keeps trying is not idle).
+    join_deadline: Instant,
     bad_frames: RateWindow,
     answers: TokenBucket,
     /// A fragmented text message being reassembled.
@@ -280,13 +284,14 @@ impl Reader {
                 .push(Out::Control(frame.opcode, frame.payload.to_vec()));
             std::future::ready(Ok::<(), std::convert::Infallible>(()))
         };
-        let join_deadline =
-            Instant::now() + Duration::from_secs(self.edge.config.limits.join_timeout_s);
         loop {
             let frame = if self.joined.is_none() {
                 // Dropping a read here is fine: the connection is abandoned on timeout.
-                match tokio::time::timeout_at(join_deadline.into(), read.next_frame(&mut obligated))
-                    .await
+                match tokio::time::timeout_at(
+                    self.join_deadline.into(),
+                    read.next_frame(&mut obligated),
+                )
+                .await
                 {
                     Ok(f) => f,
                     Err(_) => {
@@ -472,8 +477,10 @@ impl Reader {
     }
 
     /// Tells the phone why it could not join; closes when joining can never work.
-    fn refused_join(&self, r: &Rejection) -> bool {
+    fn refused_join(&mut self, r: &Rejection) -> bool {
         self.conn.error(r.code, &r.message, None, None);
+        self.join_deadline =
+            Instant::now() + Duration::from_secs(self.edge.config.limits.join_timeout_s);
         let code = match r.code {
             ErrorCode::UnknownQuiz => close::QUIZ_GONE,
             ErrorCode::Kicked => close::KICKED,
