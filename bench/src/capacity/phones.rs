@@ -606,8 +606,10 @@ async fn session(
         None => r#"{"type":"join"}"#.to_owned(),
     };
     let mut joined = false;
+    // A join refused as retryable: sent again on this socket after a backoff (PROTOCOL.md 3.1).
+    let (mut join_refusals, mut rejoin_at) = (0u32, None);
     let end = 'session: {
-        if send_text(&mut write, join).await.is_err() {
+        if send_text(&mut write, join.clone()).await.is_err() {
             break 'session SessionEnd::Dropped("write".into());
         }
         let mut commands = shared.commands.clone();
@@ -654,8 +656,22 @@ async fn session(
                                     p.send_at = Some(tokio::time::Instant::now());
                                 }
                             }
+                            let join_refused = !joined
+                                && frame.kind == "error"
+                                && frame.answer_id.is_none()
+                                && frame.retryable == Some(true);
+                            if join_refused {
+                                join_refusals += 1;
+                                rejoin_at = Some(retry_at(&mut state.rng, join_refusals));
+                            }
                             on_frame(shared, state, frame, at, joined);
                         }
+                    }
+                }
+                () = sleep_until(rejoin_at), if rejoin_at.is_some() => {
+                    rejoin_at = None;
+                    if send_text(&mut write, join.clone()).await.is_err() {
+                        break 'session SessionEnd::Dropped("write".into());
                     }
                 }
                 () = sleep_until(send_at), if send_at.is_some() => {
@@ -865,16 +881,21 @@ fn settle_ack(state: &mut State, answer_id: &str, points: u32, total: u32, at: i
     }
 }
 
+/// When to send a refused frame again, after its `refusals`-th retryable refusal: as
+/// PROTOCOL.md asks of clients, 100 ms doubling up to 2 s, with jitter.
+fn retry_at(rng: &mut impl rand::Rng, refusals: u32) -> tokio::time::Instant {
+    let ceiling = (100u64 << refusals.min(5)).min(2_000);
+    let pause = rng.random_range(ceiling / 4..=ceiling);
+    tokio::time::Instant::now() + Duration::from_millis(pause)
+}
+
 fn on_refusal(state: &mut State, answer_id: &str, code: &str, retryable: bool) {
     let Some(p) = state.pending.as_mut().filter(|p| p.answer_id == answer_id) else {
         return;
     };
     if retryable {
-        // As PROTOCOL.md asks of clients: 100 ms doubling up to 2 s, with jitter.
         p.refusals += 1;
-        let ceiling = (100u64 << p.refusals.min(5)).min(2_000);
-        let pause = state.rng.random_range(ceiling / 4..=ceiling);
-        p.send_at = Some(tokio::time::Instant::now() + Duration::from_millis(pause));
+        p.send_at = Some(retry_at(&mut state.rng, p.refusals));
     } else {
         state.record.answers[p.record].refused = Some(code.to_owned());
         state.pending = None;
