@@ -121,7 +121,7 @@ impl QuizActor {
         self.session.handle_timeout(now_ms());
         self.perform_effects();
         loop {
-            self.start_writes();
+            self.catch_up();
             let wake = self.next_wake();
             // Deadlines and leaderboard pushes come before requests: a quiz whose queue is
             // never empty still closes its questions and pushes its board on time.
@@ -145,6 +145,18 @@ impl QuizActor {
         self.finish().await;
     }
 
+    /// Runs the engine's deadlines that have passed and starts the writes that are due.
+    /// A passed deadline is run here, not left to the timer: a timer only fires when the
+    /// runtime turns its driver, which a queue that is never empty can put off until the
+    /// whole queue is served.
+    fn catch_up(&mut self) {
+        if self.session.poll_timeout().is_some_and(|at| at <= now_ms()) {
+            self.session.handle_timeout(now_ms());
+            self.perform_effects();
+        }
+        self.start_writes();
+    }
+
     /// The earliest of the engine's next timeout, a journal retry, and the retirement check.
     fn next_wake(&self) -> Instant {
         let now = Instant::now();
@@ -158,7 +170,10 @@ impl QuizActor {
         if let Some(at) = self.journal.board_due_at(self.board_every(), now) {
             wake = wake.min(at);
         }
-        wake.min(self.retire_at())
+        if self.may_retire() {
+            wake = wake.min(self.retire_at());
+        }
+        wake
     }
 
     /// When the quiz may be unloaded, if nothing happens before then.
@@ -170,12 +185,18 @@ impl QuizActor {
         }
     }
 
-    fn should_retire(&self) -> bool {
+    /// Whether the quiz retires once [`QuizActor::retire_at`] passes, if nothing changes first.
+    /// A quiz that may not retire waits for a change, not for that time: a passed time would
+    /// wake it over and over.
+    fn may_retire(&self) -> bool {
         if !self.journal.is_idle() || !self.waiters.is_empty() {
             return false;
         }
-        let idle = self.ended_at.is_some() || (self.hosts == 0 && self.connections.is_empty());
-        idle && Instant::now() >= self.retire_at()
+        self.ended_at.is_some() || (self.hosts == 0 && self.connections.is_empty())
+    }
+
+    fn should_retire(&self) -> bool {
+        self.may_retire() && Instant::now() >= self.retire_at()
     }
 
     fn on_command(&mut self, command: Command) {
@@ -732,6 +753,18 @@ mod tests {
         engine: EngineConfig,
         commands: mpsc::Receiver<Command>,
     ) -> QuizActor {
+        let config = Config {
+            engine,
+            ..Config::for_test("sqlite::memory:")
+        };
+        actor_with(dir, config, commands).await
+    }
+
+    async fn actor_with(
+        dir: &tempfile::TempDir,
+        config: Config,
+        commands: mpsc::Receiver<Command>,
+    ) -> QuizActor {
         let url = format!("sqlite://{}", dir.path().join("quiz.db").display());
         let stores = Stores::open(&StoreConfig::sql(url)).await.unwrap();
         let id = QuizId::parse("K7M3QX").unwrap();
@@ -757,11 +790,8 @@ mod tests {
             settings: record.settings,
             questions: record.questions,
         };
-        let session = Session::new(spec, engine.clone(), now_ms());
-        let config = Arc::new(Config {
-            engine,
-            ..Config::for_test("sqlite::memory:")
-        });
+        let session = Session::new(spec, config.engine.clone(), now_ms());
+        let config = Arc::new(config);
         QuizActor::new(
             session,
             node,
@@ -848,5 +878,30 @@ mod tests {
         );
         drop(tx);
         let _ = running.await;
+    }
+
+    #[tokio::test]
+    async fn a_quiz_with_players_past_its_idle_linger_sleeps_until_something_happens() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (_tx, rx) = mpsc::channel(8);
+        let mut config = Config::for_test("sqlite::memory:");
+        config.limits.idle_quiz_linger_s = 0;
+        let mut actor = actor_with(&dir, config, rx).await;
+        let (ana, ana_reply) = join("ana", Role::Player);
+        actor.on_command(ana);
+        actor.perform_effects();
+        actor.catch_up();
+        assert!(matches!(
+            ana_reply.await.unwrap(),
+            OwnerReply::Joined {
+                player: Some(_),
+                ..
+            }
+        ));
+        assert!(!actor.should_retire(), "Ana is still connected");
+        assert!(
+            actor.next_wake() > Instant::now(),
+            "a quiz that cannot retire does not wake for its retirement time"
+        );
     }
 }
