@@ -39,6 +39,14 @@ pub struct ClusterArgs {
     /// Node processes of a cluster started here.
     #[arg(long, default_value_t = 3, conflicts_with = "router")]
     pub nodes: usize,
+    /// Each node's `engine.leaderboard_interval_ms` (how often a quiz pushes its board),
+    /// instead of the default; for trying a trade of board latency against CPU.
+    #[arg(long, conflicts_with = "router")]
+    pub leaderboard_interval_ms: Option<u32>,
+    /// Each node's `limits.drift_interval_ms` (how often rank-only board changes go out),
+    /// instead of the default.
+    #[arg(long, conflicts_with = "router")]
+    pub drift_interval_ms: Option<u64>,
 }
 
 /// What one node process looks like from outside.
@@ -90,6 +98,14 @@ impl Cluster {
         let started = async {
             let mut plan = Plan::on_free_ports(&store, args.nodes, &dir.path().join("certs"))?;
             production_settings(&mut plan, max_connections);
+            for node in &mut plan.nodes {
+                if let Some(ms) = args.leaderboard_interval_ms {
+                    node.engine.leaderboard_interval_ms = ms;
+                }
+                if let Some(ms) = args.drift_interval_ms {
+                    node.limits.drift_interval_ms = ms;
+                }
+            }
             let exe = std::env::current_exe()?;
             ProcessCluster::launch(&exe, &dir.path().join("cluster"), plan).await
         }
