@@ -373,8 +373,10 @@ fn render(
             Some(url) => format!("already running at {url}"),
             None => format!(
                 "{} node processes and a router started for each run on the {} backend, \
-                 production defaults (lease 1500 ms, renewed every 300 ms)",
-                args.cluster.nodes, args.cluster.backend
+                 production defaults (lease 1500 ms, renewed every 300 ms){}",
+                args.cluster.nodes,
+                args.cluster.backend,
+                args.cluster.overrides()
             ),
         }
     ));

@@ -49,6 +49,25 @@ pub struct ClusterArgs {
     pub drift_interval_ms: Option<u64>,
 }
 
+impl ClusterArgs {
+    /// The node settings this run sets away from the defaults, for a report's cluster line
+    /// (empty when none).
+    pub fn overrides(&self) -> String {
+        let mut set = Vec::new();
+        if let Some(ms) = self.leaderboard_interval_ms {
+            set.push(format!("`engine.leaderboard_interval_ms` {ms}"));
+        }
+        if let Some(ms) = self.drift_interval_ms {
+            set.push(format!("`limits.drift_interval_ms` {ms}"));
+        }
+        if set.is_empty() {
+            String::new()
+        } else {
+            format!(" except {}", set.join(", "))
+        }
+    }
+}
+
 /// What one node process looks like from outside.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct NodeSample {
