@@ -180,6 +180,9 @@ async fn every_refused_answer_names_its_answer_id() {
                 .await
                 .unwrap();
             s.send_text(r#"{"type":"join"}"#).await.unwrap();
+            // Joined before the start, so the question comes as a `question` of its own (a
+            // later join would find it inside the `welcome`).
+            while !matches!(s.recv_message().await.unwrap(), ServerMessage::Welcome(_)) {}
             sockets.push(s);
         }
         host.conn.host(HostCommand::Start, None).await.unwrap();
