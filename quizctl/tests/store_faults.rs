@@ -12,7 +12,7 @@ use quiz_harness::{PgDatabase, RedisCluster, TcpProxy};
 use quiz_local::{LocalOptions, LocalSystem};
 use quiz_protocol::client::{Role, ServerMessage};
 use quiz_protocol::{Answer, HostCommand, Phase, QuizId, QuizSettings};
-use quiz_store::{RedisConfig, StandingRow, StoreConfig, Stores};
+use quiz_store::{League, RedisConfig, StandingRow, StoreConfig, Stores};
 use support::{Phone, within};
 
 fn redis_config(redis: &RedisCluster) -> RedisConfig {
@@ -456,6 +456,81 @@ async fn a_quiz_whose_redis_keys_vanished_is_rebuilt_from_the_log() {
         .await;
         assert_eq!(acked, 20);
         converges(&sys.stores, &quiz).await;
+        sys.shutdown().await;
+        pg.drop_database().await.unwrap();
+    })
+    .await;
+}
+
+/// Redis loses everything after a quiz has ended, so no owner writes the quiz again: the
+/// router's final standings and the league still come back equal to the log, never as
+/// figures that look right and are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_final_standings_of_an_ended_quiz_are_repaired_after_redis_lost_them() {
+    within(async {
+        let pg = PgDatabase::create("redis-ended").await.unwrap();
+        let redis = RedisCluster::start(3, 1).await.unwrap();
+        let store = StoreConfig {
+            redis: Some(redis_config(&redis)),
+            ..StoreConfig::sql(pg.url())
+        };
+        let sys = system(store).await;
+        let quiz = sys
+            .create_quiz("host", "faults", QuizSettings::default())
+            .await
+            .unwrap();
+        play_quiz(&sys, &quiz, 4, 4, |_| async {}).await;
+        converges(&sys.stores, &quiz).await;
+        let league = |stores: Stores| async move {
+            stores
+                .leaderboards
+                .league(&League::AllTime, 10)
+                .await
+                .unwrap()
+        };
+        let league_before = league(sys.stores.clone()).await;
+        assert!(!league_before.is_empty(), "the quiz counted in the league");
+        let viewer = sys.client("viewer", Role::Player).await.unwrap();
+        let mut standings = None;
+        for _ in 0..100 {
+            match viewer.standings(&quiz, None).await {
+                Ok(s) => {
+                    standings = Some(s);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        let before = standings.expect("the quiz ends");
+
+        redis.flush_all().await.unwrap();
+        let after = viewer.standings(&quiz, None).await.expect("standings");
+        let nicknames: std::collections::HashMap<_, _> = sys
+            .stores
+            .quizzes
+            .players(&quiz)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.player.0, p.nickname))
+            .collect();
+        let from_log: Vec<(String, u32)> = standings_from_log(&sys.stores, &quiz)
+            .await
+            .into_iter()
+            .map(|(player, score, _)| (nicknames[&player].clone(), score))
+            .collect();
+        let served: Vec<(String, u32)> = after
+            .standings
+            .iter()
+            .map(|s| (s.nickname.clone(), s.score))
+            .collect();
+        assert_eq!(served, from_log, "the standings equal the log");
+        assert_eq!(after, before, "the same standings as before the loss");
+        assert_eq!(
+            league(sys.stores.clone()).await,
+            league_before,
+            "the league holds the quiz's contributions again"
+        );
         sys.shutdown().await;
         pg.drop_database().await.unwrap();
     })

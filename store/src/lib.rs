@@ -22,6 +22,9 @@ use serde::{Deserialize, Serialize};
 
 pub mod redis;
 pub mod sql;
+mod week;
+
+pub use week::iso_week;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -252,6 +255,8 @@ pub trait AnswerLog: Send + Sync + 'static {
     ) -> Result<Vec<Appended>, StoreError>;
     /// Every answer of a quiz, by (question, player).
     async fn answers(&self, quiz: &QuizId) -> Result<Vec<AnswerRecord>, StoreError>;
+    /// How many answers of a quiz the log holds.
+    async fn count(&self, quiz: &QuizId) -> Result<u64, StoreError>;
 }
 
 /// Per-quiz leaderboards kept outside the owner's memory, for standings of finished quizzes
@@ -456,5 +461,67 @@ impl Stores {
         Ok(Some(Arc::new(
             sql::SqlStore::connect(&url, MEMBERSHIP_POOL).await?,
         )))
+    }
+
+    /// Whether the leaderboard store counts exactly the answers of the quiz's log. `false`
+    /// when Redis lost some or all of them (a failover, a restart without persistence), or
+    /// counts one the log does not hold; the standings are then wrong until
+    /// [`Stores::repair_leaderboard`] runs.
+    pub async fn leaderboard_matches_log(&self, quiz: &QuizId) -> Result<bool, StoreError> {
+        let logged = self.answers.count(quiz).await?;
+        match self.leaderboards.counted(quiz).await {
+            Ok(counted) => Ok(counted == logged),
+            Err(StoreError::NeedsRebuild(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Rebuilds a quiz's standings from its answer log (kicked players left out), fenced by
+    /// `epoch`. Returns the log it read.
+    pub async fn rebuild_leaderboard(
+        &self,
+        quiz: &QuizId,
+        epoch: Epoch,
+    ) -> Result<Vec<AnswerRecord>, StoreError> {
+        let records = self.answers.answers(quiz).await?;
+        let kicked: Vec<PlayerNo> = self
+            .quizzes
+            .players(quiz)
+            .await?
+            .into_iter()
+            .filter(|p| p.kicked)
+            .map(|p| p.player)
+            .collect();
+        tracing::info!(%quiz, answers = records.len(), "rebuilding the leaderboard from the answer log");
+        self.leaderboards
+            .rebuild(quiz, epoch, &records, &kicked)
+            .await?;
+        Ok(records)
+    }
+
+    /// Restores everything the leaderboard store derives from one quiz's log: its standings
+    /// and its players' contributions to the weekly and all-time leagues (idempotent: a
+    /// contribution already there is left as it is). For a quiz no owner is writing, such
+    /// as one that has ended; a live owner repairs its own quiz.
+    pub async fn repair_leaderboard(&self, quiz: &QuizRecord) -> Result<(), StoreError> {
+        let records = self.rebuild_leaderboard(&quiz.id, quiz.epoch).await?;
+        let mut points: std::collections::HashMap<PlayerNo, u32> = std::collections::HashMap::new();
+        for r in &records {
+            *points.entry(r.player).or_default() += r.points;
+        }
+        let totals: Vec<(UserId, u32)> = self
+            .quizzes
+            .players(&quiz.id)
+            .await?
+            .into_iter()
+            .filter(|p| !p.kicked)
+            .filter_map(|p| Some((p.user, *points.get(&p.player).filter(|&&t| t > 0)?)))
+            .collect();
+        if !totals.is_empty() {
+            self.leaderboards
+                .record_league(&quiz.id, &iso_week(quiz.created_at), &totals)
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -471,20 +471,7 @@ pub(crate) async fn rebuild(
     quiz: &QuizId,
     epoch: Epoch,
 ) -> Result<(), StoreError> {
-    let records = stores.answers.answers(quiz).await?;
-    let kicked: Vec<PlayerNo> = stores
-        .quizzes
-        .players(quiz)
-        .await?
-        .into_iter()
-        .filter(|p| p.kicked)
-        .map(|p| p.player)
-        .collect();
-    tracing::info!(%quiz, answers = records.len(), "rebuilding the leaderboard from the answer log");
-    stores
-        .leaderboards
-        .rebuild(quiz, epoch, &records, &kicked)
-        .await
+    stores.rebuild_leaderboard(quiz, epoch).await.map(drop)
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ mod actor;
 pub(crate) use actor::next_edge_id;
 mod journal;
 mod outbox;
-mod week;
 
 use crate::event::Event;
 use std::collections::HashMap;
@@ -238,7 +237,8 @@ impl Shard {
     }
 
     /// Rebuilds a quiz's standings in the leaderboard store from its answer log: through its
-    /// actor when it is loaded here (so no live write races the rebuild), directly otherwise.
+    /// actor when it is loaded here (so no live write races the rebuild), directly otherwise
+    /// (with the quiz's league contributions).
     pub async fn rebuild_leaderboard(&self, quiz: &QuizId) -> Result<(), Rejection> {
         if let Some(tx) = self.loaded(quiz) {
             let (done, rx) = oneshot::channel();
@@ -255,7 +255,8 @@ impl Shard {
             .await
             .map_err(|e| store_rejection("loading the quiz", &e))?
             .ok_or_else(|| unknown_quiz(quiz))?;
-        journal::rebuild(stores, quiz, record.epoch)
+        stores
+            .repair_leaderboard(&record)
             .await
             .map_err(|e| store_rejection("rebuilding the leaderboard", &e))
     }
@@ -399,7 +400,7 @@ impl Shard {
             session,
             node.clone(),
             epoch,
-            week::iso_week(record.created_at),
+            quiz_store::iso_week(record.created_at),
             logged,
             journal::Journal::loaded(Some(loaded)),
             rx,

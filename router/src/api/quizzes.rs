@@ -179,6 +179,13 @@ pub(crate) async fn standings(
     if quiz.progress.phase != Phase::Ended {
         return Err(ApiError::Conflict("the quiz has not finished".into()));
     }
+    // The leaderboard store is derived and may have lost data (a Redis failover or restart)
+    // after the quiz's last write: rebuilt from the log before it is read, never served
+    // wrong. An ended quiz has no owner left to notice.
+    if !app.stores.leaderboard_matches_log(&quiz.id).await? {
+        tracing::warn!(quiz = %quiz.id, "the final standings differ from the answer log; repairing them");
+        app.stores.repair_leaderboard(&quiz).await?;
+    }
     let rows = app.stores.leaderboards.standings(&quiz.id, limit).await?;
     let players = app.stores.quizzes.players(&quiz.id).await?;
     let standings = rank(rows, &players, limit);

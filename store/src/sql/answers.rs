@@ -113,6 +113,15 @@ impl AnswerLog for SqlStore {
         .map_err(db)?;
         rows.iter().map(decode_answer).collect()
     }
+
+    async fn count(&self, quiz: &QuizId) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM answers WHERE quiz = $1")
+            .bind(quiz.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        int(&row, "n")
+    }
 }
 
 /// The key order of the table's primary key.

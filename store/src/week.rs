@@ -1,11 +1,11 @@
 //! ISO 8601 week names (`2026-W48`) for the weekly leagues, from wall-clock milliseconds.
 
-use crate::Millis;
+use quiz_engine::Millis;
 
 const DAY_MS: i64 = 86_400_000;
 
 /// The ISO week that contains the UTC day of `at`, such as `2026-W48`.
-pub(super) fn iso_week(at: Millis) -> String {
+pub fn iso_week(at: Millis) -> String {
     let days = at.div_euclid(DAY_MS);
     // 1970-01-01 was a Thursday; ISO weekdays run Monday = 1 to Sunday = 7.
     let weekday = (days + 3).rem_euclid(7) + 1;
