@@ -68,10 +68,15 @@ pub struct ClusterConfig {
     /// How long a new owner waits for the old one to hand a quiz over before claiming it
     /// anyway (the epoch fences the old one), ms. Default 2000.
     pub handoff_wait_ms: u64,
-    /// A request to another node, ms. Default 2000.
+    /// Connecting to another node, or opening a stream to it, ms. A request to another node
+    /// then waits for its reply as long as a local one (`limits.request_timeout_ms`): a busy
+    /// owner is not a dead one, and keeps its connection. Default 2000.
     pub peer_timeout_ms: u64,
     /// A QUIC connection with no traffic for this long is dead (keep-alives every quarter),
-    /// ms. Default 3000.
+    /// ms. A node that dies is noticed sooner, by its lease (`lease_ttl_ms`) and the ring; this
+    /// catches a peer cut off from this node alone. Short values drop the connections of
+    /// nodes that are merely starved of CPU, and every phone subscribed over them resyncs.
+    /// Default 10000.
     pub peer_idle_timeout_ms: u64,
 }
 
@@ -91,7 +96,7 @@ impl Default for ClusterConfig {
             ring_poll_ms: 500,
             handoff_wait_ms: 2000,
             peer_timeout_ms: 2000,
-            peer_idle_timeout_ms: 3000,
+            peer_idle_timeout_ms: 10_000,
         }
     }
 }

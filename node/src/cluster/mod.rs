@@ -100,7 +100,13 @@ impl Owners {
         let endpoint = Endpoint::bind(cluster.listen, me, &tls, endpoint_config)
             .map_err(|e| format!("cluster endpoint on {}: {e}", cluster.listen))?;
         let timeout = Duration::from_millis(cluster.peer_timeout_ms);
-        let peers = Peers::new(endpoint, timeout, metrics.clone(), tracker.clone());
+        let peers = Peers::new(
+            endpoint,
+            timeout,
+            config.request_timeout(),
+            metrics.clone(),
+            tracker.clone(),
+        );
         Ok(Arc::new(Self {
             placement,
             shard,

@@ -29,7 +29,11 @@ const CHANNEL_QUEUE: usize = 1024;
 pub(super) struct Peers {
     endpoint: Endpoint,
     slots: Mutex<HashMap<NodeId, Arc<Slot>>>,
+    /// Connecting to a peer and opening a stream on it.
     timeout: Duration,
+    /// A request, from sending it to its reply: the node's request timeout, the same as a
+    /// local request's. A peer slower than that keeps its connection.
+    request_timeout: Duration,
     metrics: Metrics,
     tracker: TaskTracker,
 }
@@ -46,6 +50,7 @@ impl Peers {
     pub(super) fn new(
         endpoint: Endpoint,
         timeout: Duration,
+        request_timeout: Duration,
         metrics: Metrics,
         tracker: TaskTracker,
     ) -> Self {
@@ -53,6 +58,7 @@ impl Peers {
             endpoint,
             slots: Mutex::new(HashMap::new()),
             timeout,
+            request_timeout,
             metrics,
             tracker,
         }
@@ -126,7 +132,7 @@ impl Peers {
             Ok(c) => c,
             Err(r) => return OwnerReply::Error(r),
         };
-        match channel.ask(id, message, self.timeout).await {
+        match channel.ask(id, message, self.request_timeout).await {
             Ok(reply) => reply,
             Err(Lost::Timeout) => {
                 OwnerReply::Error(unavailable("the quiz's owner did not answer in time"))
@@ -313,4 +319,84 @@ pub(super) async fn serve_channel<F, Fut>(
     }
     drop(replies);
     let _ = writing.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quiz_cluster::{ClusterCa, EndpointConfig};
+    use quiz_protocol::QuizId;
+    use quiz_protocol::cluster::EdgeRequest;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn endpoint(ca: &ClusterCa, name: &str) -> Endpoint {
+        let tls = ca.tls_for(name).unwrap();
+        let me = NodeId(name.into());
+        Endpoint::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            me,
+            &tls,
+            EndpointConfig::new("quiz"),
+        )
+        .unwrap()
+    }
+
+    /// An owner that takes longer than the peer timeout to answer (a busy quiz, a slow
+    /// store) is still answered from: the request waits for the request timeout, and the
+    /// connection to that owner is kept.
+    #[tokio::test]
+    async fn a_slow_owner_is_waited_for_and_keeps_its_connection() {
+        let ca = ClusterCa::generate("quiz").unwrap();
+        let owner = endpoint(&ca, "owner");
+        let owner_addr = owner.local_addr();
+        let tracker = TaskTracker::new();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (serving, counted) = (tracker.clone(), connections.clone());
+        tracker.spawn(async move {
+            while let Some(peer) = owner.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let serving = serving.clone();
+                serving.clone().spawn(async move {
+                    while let Some(Ok((_, writer, reader))) = peer.accept_stream().await {
+                        let slow = |_quiz, _request| async {
+                            tokio::time::sleep(Duration::from_millis(600)).await;
+                            OwnerReply::Done
+                        };
+                        serving.spawn(serve_channel(writer, reader, 8, serving.clone(), slow));
+                    }
+                });
+            }
+        });
+
+        let edge = endpoint(&ca, "edge");
+        let peer_timeout = Duration::from_millis(100);
+        let request_timeout = Duration::from_secs(30);
+        let peers = Peers::new(
+            edge,
+            peer_timeout,
+            request_timeout,
+            Metrics::new(),
+            tracker.clone(),
+        );
+        let member = RingMember {
+            node: NodeId("owner".into()),
+            weight: 1,
+            ws_url: "ws://127.0.0.1:1/v1/ws".into(),
+            cluster_addr: owner_addr.to_string(),
+        };
+        for id in 1..=2 {
+            let message = ClusterMessage::Request {
+                id,
+                quiz: QuizId::parse("9777R6").unwrap(),
+                request: EdgeRequest::Disconnect { player: None },
+            };
+            let reply = peers.request(&member, id, message).await;
+            assert_eq!(reply, OwnerReply::Done, "request {id} is answered");
+        }
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            1,
+            "both requests went over the first connection"
+        );
+    }
 }
