@@ -721,7 +721,7 @@ fn instant_at(at: Millis, now: Instant) -> Instant {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use quiz_engine::{EngineConfig, Progress, QuizSpec};
     use quiz_protocol::{
         Level, Question, QuestionBody, QuizId, QuizSettings, cluster::LeaderboardUpdate,
@@ -730,7 +730,7 @@ mod tests {
 
     use super::*;
 
-    fn question() -> Question {
+    pub(in crate::shard) fn question() -> Question {
         Question {
             id: "q1".into(),
             level: Level::A1,

@@ -348,6 +348,20 @@ impl Shard {
             .claim(quiz, &node, epoch)
             .await
             .map_err(|e| store_rejection("claiming the quiz", &e))?;
+        // The progress as the claim fenced it: the previous owner may have saved progress
+        // after the read above and before the claim, and restoring the older one would issue
+        // its sequence numbers again for other events.
+        let record = stores
+            .quizzes
+            .quiz(quiz)
+            .await
+            .map_err(|e| store_rejection("loading the quiz", &e))?
+            .ok_or_else(|| unknown_quiz(quiz))?;
+        if record.epoch != epoch {
+            return Err(unavailable(
+                "another node claimed the quiz meanwhile; retry",
+            ));
+        }
         let engine = self.inner.config.engine.clone();
         let spec = QuizSpec {
             id: record.id.clone(),
@@ -448,4 +462,152 @@ pub(crate) fn unavailable(message: &str) -> Rejection {
 fn store_rejection(what: &str, e: &quiz_store::StoreError) -> Rejection {
     tracing::warn!(error = %e, "{what} failed");
     unavailable(&format!("the store is unavailable ({what}); try again"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use quiz_engine::{PlayerRecord, Progress};
+    use quiz_protocol::client::Role;
+    use quiz_protocol::{QuizSettings, UserId};
+    use quiz_store::{QuizRecord, QuizStore, StoreConfig, StoreError};
+
+    /// A quiz store where the previous owner saves `late` progress (at its own epoch) right
+    /// after the first read of the quiz: the interleaving of a slow owner and a new one.
+    struct LateWrite {
+        inner: Arc<dyn QuizStore>,
+        previous: Epoch,
+        late: Progress,
+        written: AtomicBool,
+    }
+
+    #[async_trait]
+    impl QuizStore for LateWrite {
+        async fn create_quiz(&self, quiz: &QuizRecord) -> Result<(), StoreError> {
+            self.inner.create_quiz(quiz).await
+        }
+        async fn quiz(&self, id: &QuizId) -> Result<Option<QuizRecord>, StoreError> {
+            let read = self.inner.quiz(id).await;
+            if !self.written.swap(true, Ordering::SeqCst) {
+                self.inner
+                    .save_progress(id, self.previous, &self.late)
+                    .await
+                    .expect("the previous owner is not fenced yet");
+            }
+            read
+        }
+        async fn save_progress(
+            &self,
+            id: &QuizId,
+            epoch: Epoch,
+            progress: &Progress,
+        ) -> Result<(), StoreError> {
+            self.inner.save_progress(id, epoch, progress).await
+        }
+        async fn save_player(
+            &self,
+            id: &QuizId,
+            epoch: Epoch,
+            player: &PlayerRecord,
+        ) -> Result<(), StoreError> {
+            self.inner.save_player(id, epoch, player).await
+        }
+        async fn save_players(
+            &self,
+            id: &QuizId,
+            epoch: Epoch,
+            players: &[PlayerRecord],
+        ) -> Result<(), StoreError> {
+            self.inner.save_players(id, epoch, players).await
+        }
+        async fn players(&self, id: &QuizId) -> Result<Vec<PlayerRecord>, StoreError> {
+            self.inner.players(id).await
+        }
+        async fn live_quizzes(&self) -> Result<Vec<QuizId>, StoreError> {
+            self.inner.live_quizzes().await
+        }
+        async fn claim(&self, id: &QuizId, node: &NodeId, epoch: Epoch) -> Result<(), StoreError> {
+            self.inner.claim(id, node, epoch).await
+        }
+        async fn release(
+            &self,
+            id: &QuizId,
+            node: &NodeId,
+            epoch: Epoch,
+        ) -> Result<(), StoreError> {
+            self.inner.release(id, node, epoch).await
+        }
+    }
+
+    /// The previous owner saved progress after the new owner read the quiz and before it
+    /// claimed it. The new owner restores that later progress, so it never issues a sequence
+    /// number twice.
+    #[tokio::test]
+    async fn a_new_owner_restores_the_progress_its_claim_fenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("quiz.db").display());
+        let mut stores = Stores::open(&StoreConfig::sql(url)).await.unwrap();
+        let id = QuizId::parse("K7M3QX").unwrap();
+        let old = NodeId("node-0".into());
+        let previous = Epoch(Epoch::FIRST.0 + 1);
+        let record = QuizRecord {
+            id: id.clone(),
+            title: "moving".into(),
+            host: UserId::parse("host").unwrap(),
+            question_set: "set".into(),
+            settings: QuizSettings::default(),
+            questions: vec![actor::tests::question(), actor::tests::question()],
+            created_at: now_ms(),
+            epoch: Epoch::FIRST,
+            owner: None,
+            progress: Progress::lobby(now_ms()),
+        };
+        stores.quizzes.create_quiz(&record).await.unwrap();
+        stores.quizzes.claim(&id, &old, previous).await.unwrap();
+        let at = now_ms();
+        let saved = Progress {
+            phase: Phase::Closed,
+            question: Some(0),
+            opened_at: Some(at),
+            phase_at: at,
+            seq: 4,
+            ..Progress::lobby(at)
+        };
+        stores
+            .quizzes
+            .save_progress(&id, previous, &saved)
+            .await
+            .unwrap();
+        let late = Progress {
+            phase: Phase::Open,
+            question: Some(1),
+            seq: 6,
+            ..saved.clone()
+        };
+        stores.quizzes = Arc::new(LateWrite {
+            inner: stores.quizzes.clone(),
+            previous,
+            late,
+            written: AtomicBool::new(false),
+        });
+        let shard = Shard::new(
+            Arc::new(Config::default()),
+            Placement::single(NodeId("node-1".into())),
+            stores,
+            Metrics::new(),
+            TaskTracker::new(),
+            CancellationToken::new(),
+        );
+        let join = EdgeRequest::Join {
+            user: UserId::parse("host").unwrap(),
+            role: Role::Host,
+            nickname: String::new(),
+            last_seq: None,
+        };
+        match shard.request(&id, join).await {
+            OwnerReply::Joined { seq, .. } => assert_eq!(seq, 6, "the welcome folds in seq 6"),
+            other => panic!("the host joins: {other:?}"),
+        }
+    }
 }
