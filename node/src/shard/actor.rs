@@ -47,8 +47,9 @@ pub(super) struct QuizActor {
     epoch: Epoch,
     commands: mpsc::Receiver<Command>,
     outbox: Outbox,
-    /// Host commands carried out, waiting for their effects to reach the outbox.
-    host_replies: Vec<(oneshot::Sender<OwnerReply>, OwnerReply)>,
+    /// Replies to host commands carried out and to joins, waiting for their effects to reach
+    /// the outbox (they go out once those are durable).
+    held_replies: Vec<(oneshot::Sender<OwnerReply>, OwnerReply)>,
     waiters: Waiters,
     journal: Journal,
     /// The ISO week of the quiz, for its weekly league.
@@ -98,7 +99,7 @@ impl QuizActor {
             logged,
             commands,
             outbox: Outbox::default(),
-            host_replies: Vec::new(),
+            held_replies: Vec::new(),
             waiters: HashMap::new(),
             journal,
             written_tx,
@@ -237,7 +238,12 @@ impl QuizActor {
                 role,
                 nickname,
                 last_seq,
-            } => self.join(&user, role, &nickname, last_seq, now),
+            } => {
+                // The welcome waits for the player's record to be durable.
+                let joined = self.join(&user, role, &nickname, last_seq, now);
+                self.held_replies.push((reply, joined));
+                return;
+            }
             EdgeRequest::Answer {
                 player,
                 question,
@@ -269,7 +275,7 @@ impl QuizActor {
             } => match self.host(&user, command, target, reference, now) {
                 // Carried out: `host_ok` waits for the progress it changed to be durable.
                 ok @ OwnerReply::Frame(_) => {
-                    self.host_replies.push((reply, ok));
+                    self.held_replies.push((reply, ok));
                     return;
                 }
                 refused => refused,
@@ -494,13 +500,11 @@ impl QuizActor {
                 }
             }
         }
-        match &written.progress {
-            Ok(()) => {
-                if let Some(version) = written.progress_saved() {
-                    self.outbox.progress_durable(version);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "saving progress failed; will retry"),
+        if let Err(e) = &written.progress {
+            tracing::warn!(error = %e, "saving progress failed; will retry");
+        }
+        if let Some(version) = written.version_durable() {
+            self.outbox.changes_durable(version);
         }
         self.journal.settle_durable(written, Instant::now());
     }
@@ -613,10 +617,13 @@ impl QuizActor {
         while let Some(effect) = self.session.poll_effect() {
             match effect {
                 Effect::SaveProgress(p) => {
-                    let version = self.outbox.progress_saved();
+                    let version = self.outbox.change_queued();
                     self.journal.save_progress(p, version);
                 }
-                Effect::SavePlayer(p) => self.journal.save_player(p),
+                Effect::SavePlayer(p) => {
+                    let version = self.outbox.change_queued();
+                    self.journal.save_player(p, version);
+                }
                 Effect::Send { audience, msg } => self.outbox.send(audience, msg),
                 Effect::Leaderboard(update) => self.outbox.event(OwnerEvent::Leaderboard(update)),
                 Effect::Kicked(player) => {
@@ -629,7 +636,7 @@ impl QuizActor {
                 }
             }
         }
-        for (reply, frame) in self.host_replies.drain(..) {
+        for (reply, frame) in self.held_replies.drain(..) {
             self.outbox.reply(reply, frame);
         }
     }
@@ -726,8 +733,9 @@ pub(super) mod tests {
     use quiz_protocol::{
         Level, Question, QuestionBody, QuizId, QuizSettings, cluster::LeaderboardUpdate,
     };
-    use quiz_store::{QuizRecord, StoreConfig};
+    use quiz_store::{QuizRecord, QuizStore, StoreConfig};
 
+    use super::super::twin::QuizStoreTwin;
     use super::*;
 
     pub(in crate::shard) fn question() -> Question {
@@ -767,7 +775,18 @@ pub(super) mod tests {
     ) -> QuizActor {
         let url = format!("sqlite://{}", dir.path().join("quiz.db").display());
         let stores = Stores::open(&StoreConfig::sql(url)).await.unwrap();
-        let id = QuizId::parse("K7M3QX").unwrap();
+        actor_on(stores, config, commands).await
+    }
+
+    const QUIZ: &str = "K7M3QX";
+
+    /// The quiz [`QUIZ`] created in `stores`, claimed at epoch 1 by `node-1`, and its actor.
+    async fn actor_on(
+        stores: Stores,
+        config: Config,
+        commands: mpsc::Receiver<Command>,
+    ) -> QuizActor {
+        let id = QuizId::parse(QUIZ).unwrap();
         let record = QuizRecord {
             id: id.clone(),
             title: "busy".into(),
@@ -816,6 +835,45 @@ pub(super) mod tests {
             last_seq: None,
         };
         (Command::Request { request, reply }, rx)
+    }
+
+    /// Persist, then announce: a phone's welcome waits for its player record to be in the
+    /// store. It used to go out at once, so a crash before the write forgot a player who had
+    /// been welcomed (and a kick's `host_ok` and close went out before the kick was stored).
+    #[tokio::test]
+    async fn a_welcome_waits_for_the_players_record_to_be_durable() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("quiz.db").display());
+        let mut stores = Stores::open(&StoreConfig::sql(url)).await.unwrap();
+        let twin = Arc::new(QuizStoreTwin::new(stores.quizzes.clone()).hold_players());
+        stores.quizzes = twin.clone();
+        let (tx, rx) = mpsc::channel(8);
+        let actor = actor_on(stores, Config::for_test("sqlite::memory:"), rx).await;
+        let running = tokio::spawn(actor.run());
+        let (ana, mut welcome) = join("ana", Role::Player);
+        tx.send(ana).await.unwrap();
+        // A request answered at once, queued behind the join: once it is answered, the join
+        // has been handled.
+        let (reply, handled) = oneshot::channel();
+        let request = EdgeRequest::Disconnect { player: None };
+        tx.send(Command::Request { request, reply }).await.unwrap();
+        handled.await.unwrap();
+        assert!(
+            welcome.try_recv().is_err(),
+            "no welcome while the player's record is not stored"
+        );
+        twin.open_players();
+        assert!(matches!(
+            welcome.await.unwrap(),
+            OwnerReply::Joined {
+                player: Some(_),
+                ..
+            }
+        ));
+        let id = QuizId::parse(QUIZ).unwrap();
+        assert_eq!(twin.players(&id).await.unwrap().len(), 1, "stored first");
+        drop(tx);
+        let _ = running.await;
     }
 
     /// A leaderboard push is a timer; so are question deadlines. The actor used to look at
@@ -891,6 +949,9 @@ pub(super) mod tests {
         actor.on_command(ana);
         actor.perform_effects();
         actor.catch_up();
+        // The welcome waits for Ana's record to be stored.
+        let written = actor.written_rx.recv().await.expect("the write ends");
+        actor.on_written(written);
         assert!(matches!(
             ana_reply.await.unwrap(),
             OwnerReply::Joined {

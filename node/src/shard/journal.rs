@@ -27,6 +27,8 @@ use quiz_store::{Appended, StoreError, Stores};
 #[derive(Default)]
 pub(super) struct Journal {
     players: BTreeMap<PlayerNo, PlayerRecord>,
+    /// The outbox version of the latest player record queued (see [`Journal::save_player`]).
+    players_version: u64,
     /// The latest progress to save, and its version (see [`Journal::save_progress`]).
     progress: Option<(Progress, u64)>,
     answers: Vec<AnswerRecord>,
@@ -67,6 +69,7 @@ struct Board {
 /// One batch of the durable lane.
 pub(super) struct DurableBatch {
     pub(super) players: Vec<PlayerRecord>,
+    pub(super) players_version: u64,
     pub(super) progress: Option<(Progress, u64)>,
     pub(super) answers: Vec<AnswerRecord>,
 }
@@ -112,13 +115,17 @@ impl DurableWritten {
         fenced(&self.players) || self.answers.as_ref().is_some_and(fenced) || fenced(&self.progress)
     }
 
-    /// The version of the progress this batch made durable, if it saved one.
-    pub(super) fn progress_saved(&self) -> Option<u64> {
-        self.batch
-            .progress
-            .as_ref()
-            .filter(|_| self.progress.is_ok())
-            .map(|(_, v)| *v)
+    /// The outbox version this batch made durable: every player record and progress queued
+    /// up to it is in the store now. `None` when it carried neither, or when one of its writes
+    /// failed: then all of them go again (see [`Journal::settle_durable`]), and the batch that
+    /// succeeds covers them.
+    pub(super) fn version_durable(&self) -> Option<u64> {
+        if self.players.is_err() || self.progress.is_err() {
+            return None;
+        }
+        let progress = self.batch.progress.as_ref().map(|(_, v)| *v);
+        let players = (!self.batch.players.is_empty()).then_some(self.batch.players_version);
+        progress.max(players)
     }
 }
 
@@ -141,12 +148,14 @@ impl Journal {
         journal
     }
 
-    pub(super) fn save_player(&mut self, player: PlayerRecord) {
+    /// Queues a player's record; `version` is the outbox's, as for progress.
+    pub(super) fn save_player(&mut self, player: PlayerRecord, version: u64) {
         self.players.insert(player.player, player);
+        self.players_version = version;
     }
 
-    /// Queues the quiz's progress; `version` grows with every call, so the actor can tell
-    /// when a given phase change is durable.
+    /// Queues the quiz's progress; `version` grows with every durable change (progress or
+    /// player record), so the actor can tell when a given change is durable.
     pub(super) fn save_progress(&mut self, progress: Progress, version: u64) {
         self.progress = Some((progress, version));
     }
@@ -250,6 +259,7 @@ impl Journal {
         self.durable_in_flight = true;
         Some(DurableBatch {
             players: std::mem::take(&mut self.players).into_values().collect(),
+            players_version: std::mem::take(&mut self.players_version),
             progress: self.progress.take(),
             answers: self.answers.drain(..n).collect(),
         })
@@ -301,20 +311,21 @@ impl Journal {
         })
     }
 
-    /// Takes back what a durable batch failed to write (answers excepted: their phones are
-    /// told to retry, and the actor appends them again), keeping anything newer.
+    /// Takes back a durable batch that failed in part (answers excepted: their phones are
+    /// told to retry, and the actor appends them again), keeping anything newer. Its player
+    /// records and progress go again even if one of the two was written: what waits for them
+    /// is released by the version of the batch that writes them all.
     pub(super) fn settle_durable(&mut self, written: DurableWritten, now: Instant) {
         self.durable_in_flight = false;
         let batch = written.batch;
-        let mut failed = false;
-        if written.players.is_err() {
-            failed = true;
+        let failed = written.players.is_err() || written.progress.is_err();
+        if failed {
+            if !batch.players.is_empty() {
+                self.players_version = self.players_version.max(batch.players_version);
+            }
             for p in batch.players {
                 self.players.entry(p.player).or_insert(p);
             }
-        }
-        if written.progress.is_err() {
-            failed = true;
             if self.progress.is_none() {
                 self.progress = batch.progress;
             }
@@ -477,6 +488,51 @@ pub(crate) async fn rebuild(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn player(n: u32) -> PlayerRecord {
+        PlayerRecord {
+            player: PlayerNo(n),
+            user: UserId::parse(&format!("u{n}")).unwrap(),
+            nickname: format!("p{n}"),
+            joined_at: 0,
+            kicked: false,
+            current: None,
+            current_opened_at: None,
+        }
+    }
+
+    fn written(batch: DurableBatch, players: Result<(), StoreError>) -> DurableWritten {
+        DurableWritten {
+            batch,
+            players,
+            answers: None,
+            progress: Ok(()),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    /// A batch whose player records failed while its progress was written releases nothing
+    /// that waits for either; both go again, and the batch that writes them releases up to
+    /// the newest version it carries.
+    #[test]
+    fn a_batch_that_failed_in_part_goes_again_whole_and_the_next_covers_it() {
+        let mut j = Journal::default();
+        let t0 = Instant::now();
+        j.save_player(player(1), 1);
+        j.save_progress(Progress::lobby(0), 2);
+        let first = j.take_durable(100, t0).expect("due");
+        let failed = written(first, Err(StoreError::Unavailable("down".into())));
+        assert_eq!(failed.version_durable(), None, "nothing released");
+        j.settle_durable(failed, t0);
+        j.save_player(player(2), 3);
+        let retry_at = j.retry_at().expect("a backoff");
+        let second = j
+            .take_durable(100, retry_at)
+            .expect("due after the backoff");
+        assert_eq!(second.players.len(), 2, "player 1 again, and player 2");
+        assert!(second.progress.is_some(), "the progress again");
+        assert_eq!(written(second, Ok(())).version_durable(), Some(3));
+    }
 
     #[test]
     fn a_loaded_quiz_verifies_its_board_at_once_then_batches_are_paced() {

@@ -10,6 +10,8 @@ mod actor;
 pub(crate) use actor::next_edge_id;
 mod journal;
 mod outbox;
+#[cfg(test)]
+mod twin;
 
 use crate::event::Event;
 use std::collections::HashMap;
@@ -466,79 +468,12 @@ fn store_rejection(what: &str, e: &quiz_store::StoreError) -> Rejection {
 
 #[cfg(test)]
 mod tests {
+    use super::twin::QuizStoreTwin;
     use super::*;
-    use async_trait::async_trait;
-    use quiz_engine::{PlayerRecord, Progress};
+    use quiz_engine::Progress;
     use quiz_protocol::client::Role;
     use quiz_protocol::{QuizSettings, UserId};
-    use quiz_store::{QuizRecord, QuizStore, StoreConfig, StoreError};
-
-    /// A quiz store where the previous owner saves `late` progress (at its own epoch) right
-    /// after the first read of the quiz: the interleaving of a slow owner and a new one.
-    struct LateWrite {
-        inner: Arc<dyn QuizStore>,
-        previous: Epoch,
-        late: Progress,
-        written: AtomicBool,
-    }
-
-    #[async_trait]
-    impl QuizStore for LateWrite {
-        async fn create_quiz(&self, quiz: &QuizRecord) -> Result<(), StoreError> {
-            self.inner.create_quiz(quiz).await
-        }
-        async fn quiz(&self, id: &QuizId) -> Result<Option<QuizRecord>, StoreError> {
-            let read = self.inner.quiz(id).await;
-            if !self.written.swap(true, Ordering::SeqCst) {
-                self.inner
-                    .save_progress(id, self.previous, &self.late)
-                    .await
-                    .expect("the previous owner is not fenced yet");
-            }
-            read
-        }
-        async fn save_progress(
-            &self,
-            id: &QuizId,
-            epoch: Epoch,
-            progress: &Progress,
-        ) -> Result<(), StoreError> {
-            self.inner.save_progress(id, epoch, progress).await
-        }
-        async fn save_player(
-            &self,
-            id: &QuizId,
-            epoch: Epoch,
-            player: &PlayerRecord,
-        ) -> Result<(), StoreError> {
-            self.inner.save_player(id, epoch, player).await
-        }
-        async fn save_players(
-            &self,
-            id: &QuizId,
-            epoch: Epoch,
-            players: &[PlayerRecord],
-        ) -> Result<(), StoreError> {
-            self.inner.save_players(id, epoch, players).await
-        }
-        async fn players(&self, id: &QuizId) -> Result<Vec<PlayerRecord>, StoreError> {
-            self.inner.players(id).await
-        }
-        async fn live_quizzes(&self) -> Result<Vec<QuizId>, StoreError> {
-            self.inner.live_quizzes().await
-        }
-        async fn claim(&self, id: &QuizId, node: &NodeId, epoch: Epoch) -> Result<(), StoreError> {
-            self.inner.claim(id, node, epoch).await
-        }
-        async fn release(
-            &self,
-            id: &QuizId,
-            node: &NodeId,
-            epoch: Epoch,
-        ) -> Result<(), StoreError> {
-            self.inner.release(id, node, epoch).await
-        }
-    }
+    use quiz_store::{QuizRecord, StoreConfig};
 
     /// The previous owner saved progress after the new owner read the quiz and before it
     /// claimed it. The new owner restores that later progress, so it never issues a sequence
@@ -585,12 +520,9 @@ mod tests {
             seq: 6,
             ..saved.clone()
         };
-        stores.quizzes = Arc::new(LateWrite {
-            inner: stores.quizzes.clone(),
-            previous,
-            late,
-            written: AtomicBool::new(false),
-        });
+        let twin = QuizStoreTwin::new(stores.quizzes.clone());
+        *lock(&twin.late_progress) = Some((previous, late));
+        stores.quizzes = Arc::new(twin);
         let shard = Shard::new(
             Arc::new(Config::default()),
             Placement::single(NodeId("node-1".into())),

@@ -1,8 +1,10 @@
-//! A quiz's outbox: its events on their way to the subscribed edges, held back until the phase
-//! change that produced them is durable.
+//! A quiz's outbox: its events on their way to the subscribed edges, held back until the
+//! change that produced them (a phase change, a player's record) is durable.
 //!
 //! Persist, then announce: a question is shown to phones only once the progress that opened it
-//! is in the store, and a host hears `host_ok` only once its command is. So an answer in the log always belongs to a question the store knows was
+//! is in the store, a host hears `host_ok` only once its command is, a phone gets its
+//! `welcome` only once its player record is, and a kicked phone is closed only once the kick
+//! is stored (a crash in between would bring the player back). So an answer in the log always belongs to a question the store knows was
 //! opened, and a node restarted after a crash resumes the quiz exactly where phones saw it,
 //! deadlines included. Events keep their order: once one is held, everything after it waits.
 
@@ -50,14 +52,15 @@ impl Outbox {
         self.edges.retain(|(id, _)| *id != edge);
     }
 
-    /// A new progress goes to the journal; returns its version.
-    pub(super) fn progress_saved(&mut self) -> u64 {
+    /// A durable change (progress or a player record) goes to the journal; returns its
+    /// version.
+    pub(super) fn change_queued(&mut self) -> u64 {
         self.saved += 1;
         self.saved
     }
 
-    /// The progress of `version` (and every earlier one) is durable: release what waited.
-    pub(super) fn progress_durable(&mut self, version: u64) {
+    /// The change of `version` (and every earlier one) is durable: release what waited.
+    pub(super) fn changes_durable(&mut self, version: u64) {
         self.durable = self.durable.max(version);
         while self.held.front().is_some_and(|(v, _)| *v <= self.durable) {
             if let Some((_, held)) = self.held.pop_front() {
@@ -183,18 +186,18 @@ mod tests {
         outbox.send(Audience::Everyone, closed(1));
         assert_eq!(received(&mut rx), vec![Some(1)], "nothing to wait for");
 
-        let first = outbox.progress_saved();
+        let first = outbox.change_queued();
         outbox.send(Audience::Everyone, closed(2));
-        let second = outbox.progress_saved();
+        let second = outbox.change_queued();
         outbox.send(Audience::Everyone, closed(3));
         assert!(received(&mut rx).is_empty(), "held until durable");
         assert_eq!(outbox.held(), 2);
 
-        outbox.progress_durable(first);
+        outbox.changes_durable(first);
         assert_eq!(received(&mut rx), vec![Some(2)]);
         // Later events queue behind the held one even without a new progress.
         outbox.event(OwnerEvent::Gone { ended: false });
-        outbox.progress_durable(second);
+        outbox.changes_durable(second);
         assert_eq!(received(&mut rx), vec![Some(3)]);
         assert_eq!(outbox.held(), 0);
     }
