@@ -293,6 +293,17 @@ impl LocalSystem {
         }
     }
 
+    /// Stops the router and starts a new one on the same stores, as after a router restart.
+    /// Addresses of port 0 get new ports; [`LocalSystem::router_url`] and clients made
+    /// afterwards follow.
+    pub async fn restart_router(&mut self) -> anyhow::Result<()> {
+        if let Some(router) = self.router.take() {
+            router.shutdown().await;
+        }
+        self.router = Some(self.start_router().await?);
+        Ok(())
+    }
+
     /// The router.
     pub fn router(&self) -> &quiz_router::RouterHandle {
         // Set by `start` before it returns the system.

@@ -537,6 +537,68 @@ async fn the_final_standings_of_an_ended_quiz_are_repaired_after_redis_lost_them
     .await;
 }
 
+/// Redis loses the leagues after a quiz has ended and nobody reads its standings: the league
+/// audit every router runs at start (and every `league_audit_interval_s`) brings them back
+/// from the answer log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leagues_lost_after_a_quiz_ended_come_back_from_the_log() {
+    within(async {
+        let pg = PgDatabase::create("redis-leagues").await.unwrap();
+        let redis = RedisCluster::start(3, 1).await.unwrap();
+        let store = StoreConfig {
+            redis: Some(redis_config(&redis)),
+            ..StoreConfig::sql(pg.url())
+        };
+        let mut sys = system(store).await;
+        let quiz = sys
+            .create_quiz("host", "faults", QuizSettings::default())
+            .await
+            .unwrap();
+        play_quiz(&sys, &quiz, 4, 4, |_| async {}).await;
+        converges(&sys.stores, &quiz).await;
+        let stores = sys.stores.clone();
+        let all_time = || {
+            let stores = stores.clone();
+            async move {
+                stores
+                    .leaderboards
+                    .league(&League::AllTime, 10)
+                    .await
+                    .unwrap()
+            }
+        };
+        let mut before = all_time().await;
+        for _ in 0..100 {
+            if before.len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            before = all_time().await;
+        }
+        assert_eq!(
+            before.len(),
+            2,
+            "two of the four players scored: {before:?}"
+        );
+
+        redis.flush_all().await.unwrap();
+        assert!(all_time().await.is_empty(), "the league is gone");
+        sys.restart_router().await.unwrap();
+        let mut after = Vec::new();
+        for _ in 0..100 {
+            after = all_time().await;
+            if !after.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(after, before, "the league equals the log again");
+        sys.shutdown().await;
+        pg.drop_database().await.unwrap();
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_answer_five_times_over_two_connections_counts_once_on_postgres_and_redis() {
     within(async {

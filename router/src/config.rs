@@ -66,6 +66,15 @@ pub struct Config {
     /// How long the binary waits for requests in flight after SIGINT/SIGTERM, in
     /// milliseconds. Default 10000.
     pub shutdown_grace_ms: u64,
+    /// How often the router sets the league contributions of every recent quiz to what its
+    /// answer log gives, in seconds (the first time at start). Leagues live in the
+    /// leaderboard store (Redis in production), which can lose acknowledged writes in a
+    /// failover, or everything in a restart, after the quiz that made them has ended. 0 turns
+    /// the audit off. Default 300.
+    pub league_audit_interval_s: u64,
+    /// How far back the league audit goes: quizzes created in the last this many days.
+    /// Default 8 (this ISO week and the one before, whatever the day).
+    pub league_audit_days: u32,
 }
 
 /// Checking the identity provider's tokens (`Authorization: Bearer <JWT>`).
@@ -227,6 +236,8 @@ impl Default for Config {
             request_timeout_ms: 10_000,
             trust_forwarded_for: false,
             shutdown_grace_ms: 10_000,
+            league_audit_interval_s: 300,
+            league_audit_days: 8,
         }
     }
 }
@@ -397,6 +408,9 @@ impl Config {
             bad("session.ttl_s", "must be 60-86400 seconds");
         }
         self.check_nodes(&mut bad);
+        if !(1..=3660).contains(&self.league_audit_days) {
+            bad("league_audit_days", "must be 1-3660");
+        }
         if !(1..=10_000).contains(&self.vnodes_per_weight) {
             bad("vnodes_per_weight", "must be 1-10000");
         }

@@ -18,6 +18,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -101,6 +102,31 @@ impl RouterHandle {
     }
 }
 
+/// Sets the leagues to what the answer log gives, every `every` (the first time at once), for
+/// the quizzes of the last `days` days.
+async fn audit_leagues(stores: Stores, every: Duration, days: u32, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let since = api::now_ms() - i64::from(days) * 86_400_000;
+        let started = std::time::Instant::now();
+        match stores.repair_leagues(since).await {
+            Ok(quizzes) => tracing::debug!(
+                quizzes,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "leagues audited against the answer log"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "auditing the leagues failed; trying again at the next interval")
+            }
+        }
+    }
+}
+
 /// Validates `config`, binds both listeners (and, with `[cluster]`, the QUIC endpoint) and
 /// starts serving. Cancelling `shutdown` (or calling [`RouterHandle::shutdown`]) stops it
 /// gracefully. With `[cluster]`, the ring already in the store is in use when this returns.
@@ -137,6 +163,14 @@ pub async fn start(
     let tasks = TaskTracker::new();
     if let Some(dynamic) = dynamic {
         dynamic.spawn(&tasks, shutdown.clone());
+    }
+    if config.league_audit_interval_s > 0 {
+        tasks.spawn(audit_leagues(
+            app.stores.clone(),
+            Duration::from_secs(config.league_audit_interval_s),
+            config.league_audit_days,
+            shutdown.clone(),
+        ));
     }
 
     let public = api::routes(app.clone()).into_make_service_with_connect_info::<SocketAddr>();

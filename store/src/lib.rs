@@ -257,6 +257,18 @@ pub trait AnswerLog: Send + Sync + 'static {
     async fn answers(&self, quiz: &QuizId) -> Result<Vec<AnswerRecord>, StoreError>;
     /// How many answers of a quiz the log holds.
     async fn count(&self, quiz: &QuizId) -> Result<u64, StoreError>;
+    /// For every quiz created at or after `since` (Unix ms): each user's points in it, from
+    /// the log, kicked players and zero totals left out. What the leagues must count.
+    async fn league_totals(&self, since: Millis) -> Result<Vec<QuizTotals>, StoreError>;
+}
+
+/// One quiz's contribution to the leagues, as its answer log gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuizTotals {
+    pub quiz: QuizId,
+    pub created_at: Millis,
+    /// By user id.
+    pub totals: Vec<(UserId, u32)>,
 }
 
 /// Per-quiz leaderboards kept outside the owner's memory, for standings of finished quizzes
@@ -497,6 +509,21 @@ impl Stores {
             .rebuild(quiz, epoch, &records, &kicked)
             .await?;
         Ok(records)
+    }
+
+    /// Sets the league contributions of every quiz created at or after `since` to what the
+    /// answer log gives (idempotent: a contribution already right is left as it is, one the
+    /// store lost comes back). Leagues are derived, and Redis may lose writes it acknowledged
+    /// (a failover) after the quiz that made them has ended; routers run this periodically
+    /// (`league_audit_interval_s`). Returns how many quizzes it went through.
+    pub async fn repair_leagues(&self, since: Millis) -> Result<usize, StoreError> {
+        let quizzes = self.answers.league_totals(since).await?;
+        for q in &quizzes {
+            self.leaderboards
+                .record_league(&q.quiz, &iso_week(q.created_at), &q.totals)
+                .await?;
+        }
+        Ok(quizzes.len())
     }
 
     /// Restores everything the leaderboard store derives from one quiz's log: its standings

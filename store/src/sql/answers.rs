@@ -10,13 +10,13 @@ use std::collections::{BTreeSet, HashSet};
 
 use async_trait::async_trait;
 use quiz_engine::AnswerRecord;
-use quiz_protocol::{AnswerId, Epoch, PlayerNo, QuizId};
+use quiz_protocol::{AnswerId, Epoch, PlayerNo, QuizId, UserId};
 use sqlx::AssertSqlSafe;
 use sqlx::any::AnyRow;
 
 use super::{ROWS_PER_STATEMENT, SqlStore, WriteTx, corrupt, db, epoch_i64, flag, int, json};
 use super::{text, to_json, values_sql};
-use crate::{AnswerLog, Appended, StoreError};
+use crate::{AnswerLog, Appended, Millis, QuizTotals, StoreError};
 
 /// Columns bound per row of a multi-row insert.
 const COLUMNS_PER_ROW: usize = 11;
@@ -112,6 +112,41 @@ impl AnswerLog for SqlStore {
         .await
         .map_err(db)?;
         rows.iter().map(decode_answer).collect()
+    }
+
+    async fn league_totals(&self, since: Millis) -> Result<Vec<QuizTotals>, StoreError> {
+        // SUM of a BIGINT is NUMERIC on PostgreSQL: cast back for the Any driver.
+        let rows = sqlx::query(
+            "SELECT q.id AS quiz, q.created_at AS created_at, p.user_id AS user_id, \
+                 CAST(SUM(a.points) AS BIGINT) AS total \
+             FROM quizzes q \
+             JOIN answers a ON a.quiz = q.id \
+             JOIN players p ON p.quiz = a.quiz AND p.player = a.player \
+             WHERE q.created_at >= $1 AND p.kicked = $2 \
+             GROUP BY q.id, q.created_at, p.user_id \
+             HAVING SUM(a.points) > 0 \
+             ORDER BY q.id, p.user_id",
+        )
+        .bind(since)
+        .bind(false)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut quizzes: Vec<QuizTotals> = Vec::new();
+        for row in &rows {
+            let quiz = QuizId::parse(&text(row, "quiz")?).map_err(|e| corrupt("quiz id", e))?;
+            let user = UserId::parse(&text(row, "user_id")?).map_err(|e| corrupt("user id", e))?;
+            let total = int(row, "total")?;
+            match quizzes.last_mut() {
+                Some(last) if last.quiz == quiz => last.totals.push((user, total)),
+                _ => quizzes.push(QuizTotals {
+                    quiz,
+                    created_at: int(row, "created_at")?,
+                    totals: vec![(user, total)],
+                }),
+            }
+        }
+        Ok(quizzes)
     }
 
     async fn count(&self, quiz: &QuizId) -> Result<u64, StoreError> {

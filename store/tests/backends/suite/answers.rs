@@ -91,6 +91,55 @@ pub(crate) async fn answers_of_quizzes_are_kept_apart(b: &Backend) {
     );
 }
 
+/// What the league audit reads: per quiz created since a time, each user's points from the
+/// log, without kicked players or zero totals; the count of a quiz's answers.
+pub(crate) async fn league_totals_sum_each_users_points_from_the_log(b: &Backend) {
+    let one = created(b, 1).await;
+    let old = QuizRecord {
+        created_at: 1_600_000_000_000,
+        ..quiz(2)
+    };
+    b.stores.quizzes.create_quiz(&old).await.unwrap();
+    let kicked = PlayerRecord {
+        kicked: true,
+        ..player(2, "bo")
+    };
+    for (quiz, players) in [
+        (&one, vec![player(1, "ann"), kicked, player(3, "cy")]),
+        (&old.id, vec![player(1, "ann")]),
+    ] {
+        b.stores
+            .quizzes
+            .save_players(quiz, Epoch::FIRST, &players)
+            .await
+            .unwrap();
+    }
+    let log = [
+        scored(&one, 1, 0, 700, 900),
+        scored(&one, 1, 1, 800, 900),
+        scored(&one, 2, 0, 1000, 500),
+        scored(&one, 3, 0, 0, 2000),
+        scored(&old.id, 1, 0, 900, 800),
+    ];
+    b.stores.answers.append(Epoch::FIRST, &log).await.unwrap();
+    assert_eq!(b.stores.answers.count(&one).await.unwrap(), 4);
+    let totals = b
+        .stores
+        .answers
+        .league_totals(1_650_000_000_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        totals,
+        vec![QuizTotals {
+            quiz: one,
+            created_at: quiz(1).created_at,
+            totals: vec![(user("user-ann"), 1500)],
+        }]
+    );
+    assert_eq!(b.stores.answers.league_totals(0).await.unwrap().len(), 2);
+}
+
 pub(crate) async fn stale_epoch_writes_are_fenced_and_write_nothing(b: &Backend) {
     let id = created(b, 1).await;
     let bystander = created(b, 2).await;

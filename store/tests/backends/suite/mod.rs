@@ -11,7 +11,7 @@ use quiz_protocol::{
     Answer, AnswerId, AutoAdvance, Epoch, Level, Mode, Phase, PlayerNo, Question, QuestionBody,
     QuestionSet, QuizId, QuizSettings, Scoring, UserId,
 };
-use quiz_store::{Appended, QuizRecord, StandingRow, StoreError, Stores};
+use quiz_store::{Appended, QuizRecord, QuizTotals, StandingRow, StoreError, Stores};
 
 mod answers;
 mod leaderboard;
@@ -56,6 +56,7 @@ macro_rules! instantiate {
             append_is_idempotent_per_key,
             batch_mixes_new_and_existing_rows,
             answers_of_quizzes_are_kept_apart,
+            league_totals_sum_each_users_points_from_the_log,
             stale_epoch_writes_are_fenced_and_write_nothing,
             leaderboard_counts_each_answer_once,
             counted_follows_the_log,
