@@ -253,7 +253,13 @@ impl QuizActor {
                 return self.answer(player, question, answer_id, answer, reply, now);
             }
             EdgeRequest::Next { player } => match self.session.next(player, now) {
-                Ok(frame) => OwnerReply::Frame(encode_server(&frame)),
+                Ok(frame) => {
+                    // Shown once the player's open question is stored: a crash in between
+                    // would open it again later with a fresh clock.
+                    let frame = OwnerReply::Frame(encode_server(&frame));
+                    self.held_replies.push((reply, frame));
+                    return;
+                }
                 Err(r) => reject(r.code, r.message),
             },
             EdgeRequest::Leave { player }
@@ -731,7 +737,7 @@ fn instant_at(at: Millis, now: Instant) -> Instant {
 pub(super) mod tests {
     use quiz_engine::{EngineConfig, Progress, QuizSpec};
     use quiz_protocol::{
-        Level, Question, QuestionBody, QuizId, QuizSettings, cluster::LeaderboardUpdate,
+        Level, Mode, Question, QuestionBody, QuizId, QuizSettings, cluster::LeaderboardUpdate,
     };
     use quiz_store::{QuizRecord, QuizStore, StoreConfig};
 
@@ -786,13 +792,22 @@ pub(super) mod tests {
         config: Config,
         commands: mpsc::Receiver<Command>,
     ) -> QuizActor {
+        actor_of(stores, config, QuizSettings::default(), commands).await
+    }
+
+    async fn actor_of(
+        stores: Stores,
+        config: Config,
+        settings: QuizSettings,
+        commands: mpsc::Receiver<Command>,
+    ) -> QuizActor {
         let id = QuizId::parse(QUIZ).unwrap();
         let record = QuizRecord {
             id: id.clone(),
             title: "busy".into(),
             host: UserId::parse("host").unwrap(),
             question_set: "set".into(),
-            settings: QuizSettings::default(),
+            settings,
             questions: vec![question()],
             created_at: now_ms(),
             epoch: Epoch::FIRST,
@@ -845,7 +860,8 @@ pub(super) mod tests {
         let dir = tempfile::TempDir::new().unwrap();
         let url = format!("sqlite://{}", dir.path().join("quiz.db").display());
         let mut stores = Stores::open(&StoreConfig::sql(url)).await.unwrap();
-        let twin = Arc::new(QuizStoreTwin::new(stores.quizzes.clone()).hold_players());
+        let twin = Arc::new(QuizStoreTwin::new(stores.quizzes.clone()));
+        twin.hold_players();
         stores.quizzes = twin.clone();
         let (tx, rx) = mpsc::channel(8);
         let actor = actor_on(stores, Config::for_test("sqlite::memory:"), rx).await;
@@ -872,6 +888,60 @@ pub(super) mod tests {
         ));
         let id = QuizId::parse(QUIZ).unwrap();
         assert_eq!(twin.players(&id).await.unwrap().len(), 1, "stored first");
+        drop(tx);
+        let _ = running.await;
+    }
+
+    /// A self-paced player's next question is sent once their open question is stored.
+    #[tokio::test]
+    async fn a_self_paced_question_waits_for_the_players_record_to_be_durable() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("quiz.db").display());
+        let mut stores = Stores::open(&StoreConfig::sql(url)).await.unwrap();
+        let twin = Arc::new(QuizStoreTwin::new(stores.quizzes.clone()));
+        stores.quizzes = twin.clone();
+        let settings = QuizSettings {
+            mode: Mode::SelfPaced,
+            ..QuizSettings::default()
+        };
+        let (tx, rx) = mpsc::channel(8);
+        let config = Config::for_test("sqlite::memory:");
+        let running = tokio::spawn(actor_of(stores, config, settings, rx).await.run());
+        let ask = |request: EdgeRequest| {
+            let (reply, rx) = oneshot::channel();
+            tx.try_send(Command::Request { request, reply }).unwrap();
+            rx
+        };
+        let (ana, welcome) = join("ana", Role::Player);
+        tx.send(ana).await.unwrap();
+        let Ok(OwnerReply::Joined {
+            player: Some(player),
+            ..
+        }) = welcome.await
+        else {
+            panic!("Ana joins");
+        };
+        let start = EdgeRequest::Host {
+            user: UserId::parse("host").unwrap(),
+            command: HostCommand::Start,
+            target: None,
+            reference: None,
+        };
+        assert!(matches!(ask(start).await, Ok(OwnerReply::Frame(_))));
+        twin.hold_players();
+        let mut question = ask(EdgeRequest::Next { player });
+        // Answered at once, queued behind `next`: once it is answered, `next` was handled.
+        let handled = ask(EdgeRequest::Disconnect { player: None });
+        handled.await.unwrap();
+        assert!(
+            question.try_recv().is_err(),
+            "no question while the player's open question is not stored"
+        );
+        twin.open_players();
+        let Ok(OwnerReply::Frame(frame)) = question.await else {
+            panic!("the question comes");
+        };
+        assert!(String::from_utf8_lossy(&frame).contains(r#""type":"question""#));
         drop(tx);
         let _ = running.await;
     }
@@ -945,15 +1015,21 @@ pub(super) mod tests {
         let mut config = Config::for_test("sqlite::memory:");
         config.limits.idle_quiz_linger_s = 0;
         let mut actor = actor_with(&dir, config, rx).await;
-        let (ana, ana_reply) = join("ana", Role::Player);
+        let (ana, mut ana_reply) = join("ana", Role::Player);
         actor.on_command(ana);
         actor.perform_effects();
         actor.catch_up();
-        // The welcome waits for Ana's record to be stored.
-        let written = actor.written_rx.recv().await.expect("the write ends");
-        actor.on_written(written);
+        // The welcome waits for Ana's record to be stored (the board's first write may end
+        // first).
+        let welcome = loop {
+            if let Ok(reply) = ana_reply.try_recv() {
+                break reply;
+            }
+            let written = actor.written_rx.recv().await.expect("the writes end");
+            actor.on_written(written);
+        };
         assert!(matches!(
-            ana_reply.await.unwrap(),
+            welcome,
             OwnerReply::Joined {
                 player: Some(_),
                 ..

@@ -1,14 +1,13 @@
 //! A quiz store twin for tests: the SQL store underneath, with faults a test switches on, so
 //! that an interleaving which real processes hit only by chance happens every time.
 
-use std::sync::Arc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use quiz_engine::{PlayerRecord, Progress};
 use quiz_protocol::{Epoch, NodeId, QuizId};
 use quiz_store::{QuizRecord, QuizStore, StoreError};
-use tokio::sync::Semaphore;
+use tokio::sync::watch;
 
 use super::lock;
 
@@ -17,8 +16,8 @@ pub(crate) struct QuizStoreTwin {
     /// Progress another (previous) owner saves, at its epoch, right after the next read of
     /// the quiz.
     pub(crate) late_progress: Mutex<Option<(Epoch, Progress)>>,
-    /// Player writes wait for a permit: closed until [`QuizStoreTwin::open_players`].
-    players: Semaphore,
+    /// Player writes wait while this is true.
+    players_held: watch::Sender<bool>,
 }
 
 impl QuizStoreTwin {
@@ -27,24 +26,22 @@ impl QuizStoreTwin {
         Self {
             inner,
             late_progress: Mutex::new(None),
-            players: Semaphore::new(Semaphore::MAX_PERMITS),
+            players_held: watch::Sender::new(false),
         }
     }
 
-    /// Player writes hang until [`QuizStoreTwin::open_players`] (a store that stalls).
-    pub(crate) fn hold_players(self) -> Self {
-        Self {
-            players: Semaphore::new(0),
-            ..self
-        }
+    /// From now on player writes hang until [`QuizStoreTwin::open_players`] (a store that
+    /// stalls).
+    pub(crate) fn hold_players(&self) {
+        self.players_held.send_replace(true);
     }
 
     pub(crate) fn open_players(&self) {
-        self.players.add_permits(Semaphore::MAX_PERMITS / 2);
+        self.players_held.send_replace(false);
     }
 
     async fn player_write(&self) {
-        let _permit = self.players.acquire().await.expect("never closed");
+        let _ = self.players_held.subscribe().wait_for(|held| !held).await;
     }
 }
 
