@@ -17,6 +17,9 @@ pub(crate) struct Metrics {
     pub(crate) joins: IntCounterVec,
     /// Requests refused by a rate limit, by limit.
     pub(crate) rate_limited: IntCounterVec,
+    /// Final standings rebuilt from the answer log because the leaderboard store had lost
+    /// them, by result: `ok` or `failed`.
+    pub(crate) standings_repairs: IntCounterVec,
     /// The ring this router places quizzes with.
     pub(crate) ring: RingMetrics,
 }
@@ -62,6 +65,13 @@ impl Metrics {
             Opts::new("rate_limited_total", "Requests refused by a rate limit"),
             &["limit"],
         )?;
+        let standings_repairs = IntCounterVec::new(
+            Opts::new(
+                "standings_repairs_total",
+                "Final standings rebuilt from the answer log, by result",
+            ),
+            &["result"],
+        )?;
         let ring = RingMetrics {
             epoch: IntGauge::new("ring_epoch", "Epoch of the ring in use")?,
             members: IntGauge::new("ring_members", "Members of the ring in use")?,
@@ -88,12 +98,14 @@ impl Metrics {
         registry.register(Box::new(http_latency.clone()))?;
         registry.register(Box::new(joins.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(standings_repairs.clone()))?;
         Ok(Metrics {
             registry,
             http_requests,
             http_latency,
             joins,
             rate_limited,
+            standings_repairs,
             ring,
         })
     }

@@ -9,6 +9,7 @@
 //!
 //! [`cluster_ring`] and [`healthz`] are also served on the admin listener.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -55,6 +56,9 @@ pub(crate) struct App {
     trust_forwarded_for: bool,
     max_body_bytes: usize,
     request_timeout: Duration,
+    /// Quizzes whose standings are being repaired, each behind its own lock: readers of one
+    /// quiz wait for a single rebuild instead of each running theirs.
+    pub(crate) repairs: std::sync::Mutex<HashMap<QuizId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// The rate limiters.
@@ -102,6 +106,7 @@ impl App {
             trust_forwarded_for: config.trust_forwarded_for,
             max_body_bytes: config.max_body_bytes,
             request_timeout: Duration::from_millis(config.request_timeout_ms),
+            repairs: std::sync::Mutex::new(HashMap::new()),
         }
     }
 

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
@@ -179,12 +180,8 @@ pub(crate) async fn standings(
     if quiz.progress.phase != Phase::Ended {
         return Err(ApiError::Conflict("the quiz has not finished".into()));
     }
-    // The leaderboard store is derived and may have lost data (a Redis failover or restart)
-    // after the quiz's last write: rebuilt from the log before it is read, never served
-    // wrong. An ended quiz has no owner left to notice.
     if !app.stores.leaderboard_matches_log(&quiz.id).await? {
-        tracing::warn!(quiz = %quiz.id, "the final standings differ from the answer log; repairing them");
-        app.stores.repair_leaderboard(&quiz).await?;
+        repair_standings(&app, &quiz).await?;
     }
     let rows = app.stores.leaderboards.standings(&quiz.id, limit).await?;
     let players = app.stores.quizzes.players(&quiz.id).await?;
@@ -194,6 +191,44 @@ pub(crate) async fn standings(
         players: players.iter().filter(|p| !p.kicked).count(),
         standings,
     }))
+}
+
+/// The leaderboard store is derived and may have lost data (a Redis failover or restart)
+/// after the quiz's last write; an ended quiz has no owner left to notice. Rebuilds its
+/// standings (and league points) from the log, once: readers of the same quiz wait for the
+/// rebuild under way and find the standings right.
+async fn repair_standings(app: &App, quiz: &QuizRecord) -> Result<(), ApiError> {
+    let lock = repairs(app).entry(quiz.id.clone()).or_default().clone();
+    let result = async {
+        let _only = lock.lock().await;
+        if app.stores.leaderboard_matches_log(&quiz.id).await? {
+            return Ok(());
+        }
+        tracing::warn!(quiz = %quiz.id, "the final standings differ from the answer log; repairing them");
+        let repaired = app.stores.repair_leaderboard(quiz).await;
+        let outcome = if repaired.is_ok() { "ok" } else { "failed" };
+        app.metrics
+            .standings_repairs
+            .with_label_values(&[outcome])
+            .inc();
+        repaired
+    }
+    .await;
+    // The last one out forgets the lock (the map holds one clone, each reader another).
+    let mut table = repairs(app);
+    if Arc::strong_count(&lock) <= 2 {
+        table.remove(&quiz.id);
+    }
+    drop(table);
+    result.map_err(ApiError::from)
+}
+
+type Repairs = HashMap<QuizId, Arc<tokio::sync::Mutex<()>>>;
+
+fn repairs(app: &App) -> std::sync::MutexGuard<'_, Repairs> {
+    app.repairs
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Looks up a quiz by a code as typed. An ill-formed or unknown code is charged to the
