@@ -195,6 +195,10 @@ impl Shard {
             .cluster
             .as_ref()
             .map_or(0, |c| c.handoff_wait_ms);
+        if wait == 0 {
+            // A single node: nobody to wait for (its own earlier life is fenced by the claim).
+            return;
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
         let stores = &self.inner.stores;
         while tokio::time::Instant::now() < deadline {
@@ -474,6 +478,73 @@ mod tests {
     use quiz_protocol::client::Role;
     use quiz_protocol::{QuizSettings, UserId};
     use quiz_store::{QuizRecord, StoreConfig};
+
+    /// What the tests' subscriber writes, to look at.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            lock(&self.0).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A single node has no previous owner to wait for, and said it fenced one that did not
+    /// hand over in time on every quiz it loaded: a warning for nothing, in every log.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_single_node_loads_a_quiz_without_warning_of_a_previous_owner() {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _logging = tracing::subscriber::set_default(subscriber);
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("quiz.db").display());
+        let stores = Stores::open(&StoreConfig::sql(url)).await.unwrap();
+        let id = QuizId::parse("K7M3QX").unwrap();
+        let record = QuizRecord {
+            id: id.clone(),
+            title: "alone".into(),
+            host: UserId::parse("host").unwrap(),
+            question_set: "set".into(),
+            settings: QuizSettings::default(),
+            questions: vec![actor::tests::question()],
+            created_at: now_ms(),
+            epoch: Epoch::FIRST,
+            owner: None,
+            progress: Progress::lobby(now_ms()),
+        };
+        stores.quizzes.create_quiz(&record).await.unwrap();
+        let shard = Shard::new(
+            Arc::new(Config::default()),
+            Placement::single(NodeId("node-1".into())),
+            stores,
+            Metrics::new(),
+            TaskTracker::new(),
+            CancellationToken::new(),
+        );
+        let join = EdgeRequest::Join {
+            user: UserId::parse("host").unwrap(),
+            role: Role::Host,
+            nickname: String::new(),
+            last_seq: None,
+        };
+        assert!(matches!(
+            shard.request(&id, join).await,
+            OwnerReply::Joined { .. }
+        ));
+        let logged = String::from_utf8_lossy(&lock(&logs.0)).into_owned();
+        assert!(
+            !logged.contains("previous owner"),
+            "no warning about a previous owner: {logged}"
+        );
+    }
 
     /// The previous owner saved progress after the new owner read the quiz and before it
     /// claimed it. The new owner restores that later progress, so it never issues a sequence
