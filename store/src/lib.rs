@@ -489,26 +489,29 @@ impl Stores {
     }
 
     /// Rebuilds a quiz's standings from its answer log (kicked players left out), fenced by
-    /// `epoch`. Returns the log it read.
-    pub async fn rebuild_leaderboard(
+    /// `epoch`.
+    pub async fn rebuild_leaderboard(&self, quiz: &QuizId, epoch: Epoch) -> Result<(), StoreError> {
+        let records = self.answers.answers(quiz).await?;
+        let players = self.quizzes.players(quiz).await?;
+        self.rebuild_from(quiz, epoch, &records, &players).await
+    }
+
+    async fn rebuild_from(
         &self,
         quiz: &QuizId,
         epoch: Epoch,
-    ) -> Result<Vec<AnswerRecord>, StoreError> {
-        let records = self.answers.answers(quiz).await?;
-        let kicked: Vec<PlayerNo> = self
-            .quizzes
-            .players(quiz)
-            .await?
-            .into_iter()
+        records: &[AnswerRecord],
+        players: &[PlayerRecord],
+    ) -> Result<(), StoreError> {
+        let kicked: Vec<PlayerNo> = players
+            .iter()
             .filter(|p| p.kicked)
             .map(|p| p.player)
             .collect();
         tracing::info!(%quiz, answers = records.len(), "rebuilding the leaderboard from the answer log");
         self.leaderboards
-            .rebuild(quiz, epoch, &records, &kicked)
-            .await?;
-        Ok(records)
+            .rebuild(quiz, epoch, records, &kicked)
+            .await
     }
 
     /// Sets the league contributions of every quiz created at or after `since` to what the
@@ -531,15 +534,15 @@ impl Stores {
     /// contribution already there is left as it is). For a quiz no owner is writing, such
     /// as one that has ended; a live owner repairs its own quiz.
     pub async fn repair_leaderboard(&self, quiz: &QuizRecord) -> Result<(), StoreError> {
-        let records = self.rebuild_leaderboard(&quiz.id, quiz.epoch).await?;
+        let records = self.answers.answers(&quiz.id).await?;
+        let players = self.quizzes.players(&quiz.id).await?;
+        self.rebuild_from(&quiz.id, quiz.epoch, &records, &players)
+            .await?;
         let mut points: std::collections::HashMap<PlayerNo, u32> = std::collections::HashMap::new();
         for r in &records {
             *points.entry(r.player).or_default() += r.points;
         }
-        let totals: Vec<(UserId, u32)> = self
-            .quizzes
-            .players(&quiz.id)
-            .await?
+        let totals: Vec<(UserId, u32)> = players
             .into_iter()
             .filter(|p| !p.kicked)
             .filter_map(|p| Some((p.user, *points.get(&p.player).filter(|&&t| t > 0)?)))

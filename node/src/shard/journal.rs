@@ -454,7 +454,7 @@ async fn apply_board(
                 lb.rebuild(quiz, epoch, &loaded.answers, &loaded.kicked)
                     .await?;
             }
-            _ => self::rebuild(stores, quiz, epoch).await?,
+            _ => stores.rebuild_leaderboard(quiz, epoch).await?,
         }
     }
     if !work.backlog.is_empty() {
@@ -474,15 +474,6 @@ async fn apply_board(
         lb.record_league(quiz, &work.week, &work.leagues).await?;
     }
     Ok(())
-}
-
-/// Rebuilds a quiz's standings in the leaderboard store from its answer log.
-pub(crate) async fn rebuild(
-    stores: &Stores,
-    quiz: &QuizId,
-    epoch: Epoch,
-) -> Result<(), StoreError> {
-    stores.rebuild_leaderboard(quiz, epoch).await.map(drop)
 }
 
 #[cfg(test)]

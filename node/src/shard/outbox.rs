@@ -4,9 +4,9 @@
 //! Persist, then announce: a question is shown to phones only once the progress that opened it
 //! is in the store, a host hears `host_ok` only once its command is, a phone gets its
 //! `welcome` only once its player record is, and a kicked phone is closed only once the kick
-//! is stored (a crash in between would bring the player back). So an answer in the log always belongs to a question the store knows was
-//! opened, and a node restarted after a crash resumes the quiz exactly where phones saw it,
-//! deadlines included. Events keep their order: once one is held, everything after it waits.
+//! is stored (a crash in between would bring the player back). So an answer in the log always
+//! belongs to a question the store knows was opened, and a node restarted after a crash
+//! resumes the quiz exactly where phones saw it, deadlines included. Events keep their order: once one is held, everything after it waits.
 
 use crate::event::{Event, SharedEvent};
 use std::collections::VecDeque;
