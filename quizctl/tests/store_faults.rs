@@ -36,6 +36,18 @@ async fn system(store: StoreConfig) -> LocalSystem {
     sys
 }
 
+/// A system on a PostgreSQL database of its own and a Redis Cluster for the leaderboards.
+async fn on_redis(purpose: &str) -> (PgDatabase, RedisCluster, LocalSystem) {
+    let pg = PgDatabase::create(purpose).await.unwrap();
+    let redis = RedisCluster::start(3, 1).await.unwrap();
+    let store = StoreConfig {
+        redis: Some(redis_config(&redis)),
+        ..StoreConfig::sql(pg.url())
+    };
+    let sys = system(store).await;
+    (pg, redis, sys)
+}
+
 async fn phone(sys: &LocalSystem, quiz: &QuizId, user: &str, role: Role) -> Phone {
     let router = sys.client(user, role).await.unwrap();
     let name = if role == Role::Host { "" } else { user };
@@ -342,13 +354,7 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_unreachable_the_quiz_goes_on_and_redis_catches_up() {
     within(async {
-        let pg = PgDatabase::create("redis-down").await.unwrap();
-        let redis = RedisCluster::start(3, 1).await.unwrap();
-        let store = StoreConfig {
-            redis: Some(redis_config(&redis)),
-            ..StoreConfig::sql(pg.url())
-        };
-        let sys = system(store).await;
+        let (pg, redis, sys) = on_redis("redis-down").await;
         let quiz = sys
             .create_quiz("host", "faults", QuizSettings::default())
             .await
@@ -435,13 +441,7 @@ async fn answers_are_acked_while_redis_hangs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiz_whose_redis_keys_vanished_is_rebuilt_from_the_log() {
     within(async {
-        let pg = PgDatabase::create("redis-flushed").await.unwrap();
-        let redis = RedisCluster::start(3, 1).await.unwrap();
-        let store = StoreConfig {
-            redis: Some(redis_config(&redis)),
-            ..StoreConfig::sql(pg.url())
-        };
-        let sys = system(store).await;
+        let (pg, redis, sys) = on_redis("redis-flushed").await;
         let quiz = sys
             .create_quiz("host", "faults", QuizSettings::default())
             .await
@@ -468,13 +468,7 @@ async fn a_quiz_whose_redis_keys_vanished_is_rebuilt_from_the_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_final_standings_of_an_ended_quiz_are_repaired_after_redis_lost_them() {
     within(async {
-        let pg = PgDatabase::create("redis-ended").await.unwrap();
-        let redis = RedisCluster::start(3, 1).await.unwrap();
-        let store = StoreConfig {
-            redis: Some(redis_config(&redis)),
-            ..StoreConfig::sql(pg.url())
-        };
-        let sys = system(store).await;
+        let (pg, redis, sys) = on_redis("redis-ended").await;
         let quiz = sys
             .create_quiz("host", "faults", QuizSettings::default())
             .await
@@ -569,13 +563,7 @@ async fn the_final_standings_of_an_ended_quiz_are_repaired_after_redis_lost_them
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leagues_lost_after_a_quiz_ended_come_back_from_the_log() {
     within(async {
-        let pg = PgDatabase::create("redis-leagues").await.unwrap();
-        let redis = RedisCluster::start(3, 1).await.unwrap();
-        let store = StoreConfig {
-            redis: Some(redis_config(&redis)),
-            ..StoreConfig::sql(pg.url())
-        };
-        let mut sys = system(store).await;
+        let (pg, redis, mut sys) = on_redis("redis-leagues").await;
         let quiz = sys
             .create_quiz("host", "faults", QuizSettings::default())
             .await
@@ -628,13 +616,7 @@ async fn leagues_lost_after_a_quiz_ended_come_back_from_the_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_answer_five_times_over_two_connections_counts_once_on_postgres_and_redis() {
     within(async {
-        let pg = PgDatabase::create("dup").await.unwrap();
-        let redis = RedisCluster::start(3, 1).await.unwrap();
-        let store = StoreConfig {
-            redis: Some(redis_config(&redis)),
-            ..StoreConfig::sql(pg.url())
-        };
-        let sys = system(store).await;
+        let (pg, _redis, sys) = on_redis("dup").await;
         let settings = QuizSettings {
             close_when_all_answered: false,
             ..Default::default()
@@ -684,13 +666,7 @@ async fn the_same_answer_five_times_over_two_connections_counts_once_on_postgres
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rebuild_command_restores_a_lost_leaderboard_from_the_log() {
     within(async {
-        let pg = PgDatabase::create("rebuild").await.unwrap();
-        let redis = RedisCluster::start(3, 1).await.unwrap();
-        let store = StoreConfig {
-            redis: Some(redis_config(&redis)),
-            ..StoreConfig::sql(pg.url())
-        };
-        let sys = system(store).await;
+        let (pg, redis, sys) = on_redis("rebuild").await;
         let quiz = sys
             .create_quiz("host", "faults", QuizSettings::default())
             .await
@@ -731,13 +707,7 @@ async fn the_rebuild_command_restores_a_lost_leaderboard_from_the_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_redis_lost_silently_are_noticed_and_rebuilt() {
     within(async {
-        let pg = PgDatabase::create("redis-lost").await.unwrap();
-        let redis = RedisCluster::start(3, 1).await.unwrap();
-        let store = StoreConfig {
-            redis: Some(redis_config(&redis)),
-            ..StoreConfig::sql(pg.url())
-        };
-        let sys = system(store).await;
+        let (pg, redis, sys) = on_redis("redis-lost").await;
         let quiz = sys
             .create_quiz("host", "faults", QuizSettings::default())
             .await
@@ -794,13 +764,7 @@ async fn answers_redis_lost_silently_are_noticed_and_rebuilt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leagues_add_up_every_players_quiz_totals() {
     within(async {
-        let pg = PgDatabase::create("leagues").await.unwrap();
-        let redis = RedisCluster::start(3, 1).await.unwrap();
-        let store = StoreConfig {
-            redis: Some(redis_config(&redis)),
-            ..StoreConfig::sql(pg.url())
-        };
-        let sys = system(store).await;
+        let (pg, _redis, sys) = on_redis("leagues").await;
         let first = sys
             .create_quiz("host", "faults", QuizSettings::default())
             .await

@@ -779,12 +779,40 @@ pub(super) mod tests {
         config: Config,
         commands: mpsc::Receiver<Command>,
     ) -> QuizActor {
-        let url = format!("sqlite://{}", dir.path().join("quiz.db").display());
-        let stores = Stores::open(&StoreConfig::sql(url)).await.unwrap();
-        actor_on(stores, config, commands).await
+        actor_on(stores_in(dir).await, config, commands).await
     }
 
-    const QUIZ: &str = "K7M3QX";
+    pub(in crate::shard) const QUIZ: &str = "K7M3QX";
+
+    /// The stores of a fresh SQLite file in `dir`.
+    pub(in crate::shard) async fn stores_in(dir: &tempfile::TempDir) -> Stores {
+        let url = format!("sqlite://{}", dir.path().join("quiz.db").display());
+        Stores::open(&StoreConfig::sql(url)).await.unwrap()
+    }
+
+    /// Those stores with their quiz store behind a twin the test can fault.
+    async fn twin_stores(dir: &tempfile::TempDir) -> (Stores, Arc<QuizStoreTwin>) {
+        let mut stores = stores_in(dir).await;
+        let twin = Arc::new(QuizStoreTwin::new(stores.quizzes.clone()));
+        stores.quizzes = twin.clone();
+        (stores, twin)
+    }
+
+    /// Quiz [`QUIZ`] of one question, never claimed, in its lobby.
+    pub(in crate::shard) fn quiz_record(settings: QuizSettings) -> QuizRecord {
+        QuizRecord {
+            id: QuizId::parse(QUIZ).unwrap(),
+            title: "busy".into(),
+            host: UserId::parse("host").unwrap(),
+            question_set: "set".into(),
+            settings,
+            questions: vec![question()],
+            created_at: now_ms(),
+            epoch: Epoch::FIRST,
+            owner: None,
+            progress: Progress::lobby(now_ms()),
+        }
+    }
 
     /// The quiz [`QUIZ`] created in `stores`, claimed at epoch 1 by `node-1`, and its actor.
     async fn actor_on(
@@ -801,19 +829,8 @@ pub(super) mod tests {
         settings: QuizSettings,
         commands: mpsc::Receiver<Command>,
     ) -> QuizActor {
-        let id = QuizId::parse(QUIZ).unwrap();
-        let record = QuizRecord {
-            id: id.clone(),
-            title: "busy".into(),
-            host: UserId::parse("host").unwrap(),
-            question_set: "set".into(),
-            settings,
-            questions: vec![question()],
-            created_at: now_ms(),
-            epoch: Epoch::FIRST,
-            owner: None,
-            progress: Progress::lobby(now_ms()),
-        };
+        let record = quiz_record(settings);
+        let id = record.id.clone();
         stores.quizzes.create_quiz(&record).await.unwrap();
         let node = NodeId("node-1".into());
         let epoch = Epoch(Epoch::FIRST.0 + 1);
@@ -858,11 +875,8 @@ pub(super) mod tests {
     #[tokio::test]
     async fn a_welcome_waits_for_the_players_record_to_be_durable() {
         let dir = tempfile::TempDir::new().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("quiz.db").display());
-        let mut stores = Stores::open(&StoreConfig::sql(url)).await.unwrap();
-        let twin = Arc::new(QuizStoreTwin::new(stores.quizzes.clone()));
+        let (stores, twin) = twin_stores(&dir).await;
         twin.hold_players();
-        stores.quizzes = twin.clone();
         let (tx, rx) = mpsc::channel(8);
         let actor = actor_on(stores, Config::for_test("sqlite::memory:"), rx).await;
         let running = tokio::spawn(actor.run());
@@ -896,10 +910,7 @@ pub(super) mod tests {
     #[tokio::test]
     async fn a_self_paced_question_waits_for_the_players_record_to_be_durable() {
         let dir = tempfile::TempDir::new().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("quiz.db").display());
-        let mut stores = Stores::open(&StoreConfig::sql(url)).await.unwrap();
-        let twin = Arc::new(QuizStoreTwin::new(stores.quizzes.clone()));
-        stores.quizzes = twin.clone();
+        let (stores, twin) = twin_stores(&dir).await;
         let settings = QuizSettings {
             mode: Mode::SelfPaced,
             ..QuizSettings::default()

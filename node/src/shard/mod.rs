@@ -477,7 +477,28 @@ mod tests {
     use quiz_engine::Progress;
     use quiz_protocol::client::Role;
     use quiz_protocol::{QuizSettings, UserId};
-    use quiz_store::{QuizRecord, StoreConfig};
+    use quiz_store::QuizRecord;
+
+    /// A shard of a node alone on `stores`.
+    fn single_node(stores: Stores) -> Shard {
+        Shard::new(
+            Arc::new(Config::default()),
+            Placement::single(NodeId("node-1".into())),
+            stores,
+            Metrics::new(),
+            TaskTracker::new(),
+            CancellationToken::new(),
+        )
+    }
+
+    fn host_join() -> EdgeRequest {
+        EdgeRequest::Join {
+            user: UserId::parse("host").unwrap(),
+            role: Role::Host,
+            nickname: String::new(),
+            last_seq: None,
+        }
+    }
 
     /// What the tests' subscriber writes, to look at.
     #[derive(Clone, Default)]
@@ -505,36 +526,12 @@ mod tests {
             .finish();
         let _logging = tracing::subscriber::set_default(subscriber);
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("quiz.db").display());
-        let stores = Stores::open(&StoreConfig::sql(url)).await.unwrap();
-        let id = QuizId::parse("K7M3QX").unwrap();
-        let record = QuizRecord {
-            id: id.clone(),
-            title: "alone".into(),
-            host: UserId::parse("host").unwrap(),
-            question_set: "set".into(),
-            settings: QuizSettings::default(),
-            questions: vec![actor::tests::question()],
-            created_at: now_ms(),
-            epoch: Epoch::FIRST,
-            owner: None,
-            progress: Progress::lobby(now_ms()),
-        };
+        let stores = actor::tests::stores_in(&dir).await;
+        let record = actor::tests::quiz_record(QuizSettings::default());
+        let id = record.id.clone();
         stores.quizzes.create_quiz(&record).await.unwrap();
-        let shard = Shard::new(
-            Arc::new(Config::default()),
-            Placement::single(NodeId("node-1".into())),
-            stores,
-            Metrics::new(),
-            TaskTracker::new(),
-            CancellationToken::new(),
-        );
-        let join = EdgeRequest::Join {
-            user: UserId::parse("host").unwrap(),
-            role: Role::Host,
-            nickname: String::new(),
-            last_seq: None,
-        };
+        let shard = single_node(stores);
+        let join = host_join();
         assert!(matches!(
             shard.request(&id, join).await,
             OwnerReply::Joined { .. }
@@ -552,23 +549,14 @@ mod tests {
     #[tokio::test]
     async fn a_new_owner_restores_the_progress_its_claim_fenced() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("quiz.db").display());
-        let mut stores = Stores::open(&StoreConfig::sql(url)).await.unwrap();
-        let id = QuizId::parse("K7M3QX").unwrap();
+        let mut stores = actor::tests::stores_in(&dir).await;
         let old = NodeId("node-0".into());
         let previous = Epoch(Epoch::FIRST.0 + 1);
         let record = QuizRecord {
-            id: id.clone(),
-            title: "moving".into(),
-            host: UserId::parse("host").unwrap(),
-            question_set: "set".into(),
-            settings: QuizSettings::default(),
             questions: vec![actor::tests::question(), actor::tests::question()],
-            created_at: now_ms(),
-            epoch: Epoch::FIRST,
-            owner: None,
-            progress: Progress::lobby(now_ms()),
+            ..actor::tests::quiz_record(QuizSettings::default())
         };
+        let id = record.id.clone();
         stores.quizzes.create_quiz(&record).await.unwrap();
         stores.quizzes.claim(&id, &old, previous).await.unwrap();
         let at = now_ms();
@@ -594,20 +582,8 @@ mod tests {
         let twin = QuizStoreTwin::new(stores.quizzes.clone());
         *lock(&twin.late_progress) = Some((previous, late));
         stores.quizzes = Arc::new(twin);
-        let shard = Shard::new(
-            Arc::new(Config::default()),
-            Placement::single(NodeId("node-1".into())),
-            stores,
-            Metrics::new(),
-            TaskTracker::new(),
-            CancellationToken::new(),
-        );
-        let join = EdgeRequest::Join {
-            user: UserId::parse("host").unwrap(),
-            role: Role::Host,
-            nickname: String::new(),
-            last_seq: None,
-        };
+        let shard = single_node(stores);
+        let join = host_join();
         match shard.request(&id, join).await {
             OwnerReply::Joined { seq, .. } => assert_eq!(seq, 6, "the welcome folds in seq 6"),
             other => panic!("the host joins: {other:?}"),
