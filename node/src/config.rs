@@ -240,6 +240,9 @@ impl Config {
             },
             limits: Limits {
                 shutdown_grace_s: 2,
+                // Test clients give up on a socket silent for 5 s; a phone whose quiz has
+                // ended hears nothing but pings.
+                ping_interval_s: 1,
                 ..Limits::default()
             },
             ..Self::default()
