@@ -1,11 +1,12 @@
 //! A TCP proxy in front of a server (an edge, PostgreSQL...) that can cut every connection
 //! through it, refuse new ones for a while, or stall them (bytes stop flowing, nothing is
-//! closed): a phone out of coverage, a database behind a failed network, a database that
-//! hangs.
+//! closed), or slow them (each chunk held a while): a phone out of coverage, a database behind
+//! a failed network, a database that hangs, a slow link.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -19,6 +20,7 @@ pub struct TcpProxy {
     cut: Arc<Notify>,
     blocked: Arc<AtomicBool>,
     stalled: Arc<watch::Sender<bool>>,
+    delay_ms: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -30,7 +32,13 @@ impl TcpProxy {
         let cut = Arc::new(Notify::new());
         let blocked = Arc::new(AtomicBool::new(false));
         let stalled = Arc::new(watch::Sender::new(false));
-        let (c, b, st) = (cut.clone(), blocked.clone(), stalled.clone());
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let (c, b, st, d) = (
+            cut.clone(),
+            blocked.clone(),
+            stalled.clone(),
+            delay_ms.clone(),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
@@ -41,6 +49,7 @@ impl TcpProxy {
                 }
                 let cut = c.clone();
                 let (up, down) = (st.subscribe(), st.subscribe());
+                let (d_up, d_down) = (d.clone(), d.clone());
                 tokio::spawn(async move {
                     let Ok(outbound) = TcpStream::connect(target).await else {
                         return;
@@ -48,8 +57,8 @@ impl TcpProxy {
                     let (mut in_read, mut in_write) = inbound.split();
                     let (mut out_read, mut out_write) = outbound.into_split();
                     tokio::select! {
-                        _ = pump(&mut in_read, &mut out_write, up) => {}
-                        _ = pump(&mut out_read, &mut in_write, down) => {}
+                        _ = pump(&mut in_read, &mut out_write, up, &d_up) => {}
+                        _ = pump(&mut out_read, &mut in_write, down, &d_down) => {}
                         _ = cut.notified() => {}
                     }
                 });
@@ -60,6 +69,7 @@ impl TcpProxy {
             cut,
             blocked,
             stalled,
+            delay_ms,
             task,
         })
     }
@@ -93,13 +103,20 @@ impl TcpProxy {
     pub fn unstall(&self) {
         self.stalled.send_replace(false);
     }
+
+    /// Holds every chunk this long before passing it on, both ways (zero: none).
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
 }
 
-/// Copies `from` to `to`, holding each chunk while the proxy is stalled.
+/// Copies `from` to `to`, holding each chunk while the proxy is stalled, and for the delay.
 async fn pump(
     from: &mut (impl AsyncReadExt + Unpin),
     to: &mut (impl AsyncWriteExt + Unpin),
     mut stalled: watch::Receiver<bool>,
+    delay_ms: &AtomicU64,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -111,6 +128,10 @@ async fn pump(
             if stalled.changed().await.is_err() {
                 return;
             }
+        }
+        let delay = delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
