@@ -8,8 +8,8 @@
 //! Backends: [`sql::SqlStore`] (SQLite embedded by default, PostgreSQL in production, the same
 //! sqlx code through the Any driver, one migrations folder per dialect) implements
 //! [`ContentStore`], [`QuizStore`], [`AnswerLog`] and [`MembershipStore`];
-//! [`sql::SqlLeaderboard`] is the embedded [`LeaderboardStore`]. One shared test suite runs
-//! against every backend.
+//! [`sql::SqlLeaderboard`] is the embedded [`LeaderboardStore`]; [`memory::MemoryStore`] is all
+//! of them in memory, for simulations. One shared test suite runs against every backend.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use quiz_protocol::cluster::RingMember;
 use quiz_protocol::{Epoch, NodeId, PlayerNo, Question, QuestionSet, QuizId, QuizSettings, UserId};
 use serde::{Deserialize, Serialize};
 
+pub mod memory;
 pub mod redis;
 pub mod sql;
 mod week;

@@ -7,6 +7,7 @@
 //! a user allowed to create databases); when it cannot be reached the PostgreSQL cases fail,
 //! unless `QUIZ_SKIP_PG=1`.
 
+mod memory;
 mod postgres;
 mod redis;
 mod sqlite;
