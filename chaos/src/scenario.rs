@@ -39,6 +39,9 @@ pub enum Fault {
     TwoKills,
     /// SIGSTOP the owner for three lease lifetimes, then SIGCONT: it wakes as a zombie.
     OwnerPause,
+    /// SIGKILL a node that does not own the quiz, then SIGSTOP the owner for 4.5 s: one
+    /// node is left to take over.
+    PauseWhileDown,
     /// SIGKILL the router; start it again 2 s later.
     RouterKill,
     /// Cut the owner off PostgreSQL for 6 s (its phones still reach it).
@@ -59,14 +62,21 @@ pub enum Fault {
     /// Every link between nodes (QUIC) loses 10% of its datagrams and delays the rest by
     /// 50 ms, for 8 s.
     NodeLinks,
+    /// The owner aborts right after a batch of answers is in the log, before any is
+    /// acknowledged (crash point `answers_committed`).
+    CrashAfterCommit,
+    /// The owner is SIGKILLed, and every node that then claims the quiz aborts right after
+    /// its claim (crash point `quiz_claimed`); all are started again.
+    CrashAfterClaim,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 13] = [
+    pub const ALL: [Fault; 16] = [
         Fault::OwnerKill,
         Fault::EdgeKill,
         Fault::TwoKills,
         Fault::OwnerPause,
+        Fault::PauseWhileDown,
         Fault::RouterKill,
         Fault::OwnerStoreCut,
         Fault::RedisMasterKill,
@@ -76,6 +86,8 @@ impl Fault {
         Fault::MobileLinks,
         Fault::Rebalance,
         Fault::NodeLinks,
+        Fault::CrashAfterCommit,
+        Fault::CrashAfterClaim,
     ];
 
     /// The smoke subset the test suite runs.
@@ -87,6 +99,7 @@ impl Fault {
             Fault::EdgeKill => "edge-kill",
             Fault::TwoKills => "two-kills",
             Fault::OwnerPause => "owner-pause",
+            Fault::PauseWhileDown => "pause-while-down",
             Fault::RouterKill => "router-kill",
             Fault::OwnerStoreCut => "owner-store-cut",
             Fault::RedisMasterKill => "redis-master-kill",
@@ -96,6 +109,8 @@ impl Fault {
             Fault::MobileLinks => "mobile-links",
             Fault::Rebalance => "rebalance",
             Fault::NodeLinks => "node-links",
+            Fault::CrashAfterCommit => "crash-after-commit",
+            Fault::CrashAfterClaim => "crash-after-claim",
         }
     }
 
@@ -105,6 +120,9 @@ impl Fault {
             Fault::EdgeKill => "SIGKILL of a node that does not own the quiz (an edge)",
             Fault::TwoKills => "SIGKILL of the owner, then of another node 3 s later",
             Fault::OwnerPause => "SIGSTOP of the owner for 4.5 s (3 leases), then SIGCONT",
+            Fault::PauseWhileDown => {
+                "SIGKILL of a node that is not the owner, then SIGSTOP of the owner for 4.5 s"
+            }
             Fault::RouterKill => "SIGKILL of the router, started again 2 s later",
             Fault::OwnerStoreCut => "the owner cut off PostgreSQL for 6 s, phones still on it",
             Fault::RedisMasterKill => "SIGKILL of the Redis master holding the quiz's standings",
@@ -116,6 +134,12 @@ impl Fault {
             Fault::MobileLinks => "every phone's link cut, stalled 2 s, cut again",
             Fault::Rebalance => "a node joins mid-question, then the quiz's new owner drains",
             Fault::NodeLinks => "every link between nodes loses 10% and delays 50 ms, for 8 s",
+            Fault::CrashAfterCommit => {
+                "the owner aborts between an answer batch's log commit and its acks"
+            }
+            Fault::CrashAfterClaim => {
+                "the owner is killed; each node that claims the quiz then aborts after its claim"
+            }
         }
     }
 
@@ -225,6 +249,7 @@ impl Rig {
         quiz_local::seed(&stores).await?;
         let mut plan = Plan::on_free_ports(&direct, fault.nodes(), &dir.join("certs"))?;
         production_timers(&mut plan);
+        plan.node_env = vec![(quiz_node::failpoints::ADMIN_ENV.into(), "1".into())];
         let pg_addr = pg_addr(pg_url)?;
         let mut pg_proxies = Vec::new();
         for node in &mut plan.nodes {
@@ -271,6 +296,19 @@ impl Rig {
         (0..n)
             .map(|k| format!("ws://{}/v1/ws", self.phone_proxies[(first + k) % n].addr()))
             .collect()
+    }
+
+    /// Arms crash point `name` of node `i` with `actions`.
+    async fn arm(&self, i: usize, name: &str, actions: &str) -> anyhow::Result<()> {
+        let url = format!("{}/admin/failpoints/{name}", self.cluster.admin_url(i));
+        reqwest::Client::new()
+            .post(url)
+            .body(actions.to_owned())
+            .send()
+            .await?
+            .error_for_status()
+            .with_context(|| format!("arming {name} on node {}", i + 1))?;
+        Ok(())
     }
 
     async fn stop(self) {
@@ -701,6 +739,16 @@ impl Injector {
                 rig.cluster.nodes[owner].resume();
                 rig.cluster.wait_for_ring(n).await?;
             }
+            Fault::PauseWhileDown => {
+                let edge = (owner + 1 + self.rng.random_range(0..n - 1)) % n;
+                rig.cluster.nodes[edge].kill().await;
+                rig.cluster.wait_for_ring(n - 1).await?;
+                rig.cluster.nodes[owner].pause();
+                tokio::time::sleep(Duration::from_millis(4_500)).await;
+                rig.cluster.nodes[owner].resume();
+                rig.cluster.nodes[edge].start().await?;
+                rig.cluster.wait_for_ring(n).await?;
+            }
             Fault::RouterKill => {
                 rig.cluster.router.kill().await;
                 tokio::time::sleep(Duration::from_secs(2)).await;
@@ -778,6 +826,38 @@ impl Injector {
                     .await?
                     .error_for_status()?;
                 rig.cluster.wait_for_ring(n - 1).await?;
+            }
+            Fault::CrashAfterCommit => {
+                rig.arm(owner, "answers_committed", "return").await?;
+                if !rig.cluster.nodes[owner]
+                    .exited_within(Duration::from_secs(60))
+                    .await
+                {
+                    bail!("the owner did not reach its crash point");
+                }
+                rig.cluster.wait_for_ring(n - 1).await?;
+                rig.cluster.nodes[owner].start().await?;
+                rig.cluster.wait_for_ring(n).await?;
+            }
+            Fault::CrashAfterClaim => {
+                let others: Vec<usize> = (0..n).filter(|i| *i != owner).collect();
+                for &i in &others {
+                    rig.arm(i, "quiz_claimed", "return").await?;
+                }
+                rig.cluster.nodes[owner].kill().await;
+                // The next owner claims and aborts, then the one after it.
+                for &i in &others {
+                    if !rig.cluster.nodes[i]
+                        .exited_within(Duration::from_secs(30))
+                        .await
+                    {
+                        bail!("node {} did not reach its crash point", i + 1);
+                    }
+                }
+                for i in 0..n {
+                    rig.cluster.nodes[i].start().await?;
+                }
+                rig.cluster.wait_for_ring(n).await?;
             }
             Fault::NodeLinks => {
                 for p in &rig.link_proxies {

@@ -103,6 +103,8 @@ fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
 pub struct Plan {
     pub router: quiz_router::Config,
     pub nodes: Vec<quiz_node::Config>,
+    /// Environment variables every node process is started with.
+    pub node_env: Vec<(String, String)>,
 }
 
 impl Plan {
@@ -154,6 +156,7 @@ impl Plan {
         Ok(Plan {
             router,
             nodes: configs,
+            node_env: Vec::new(),
         })
     }
 }
@@ -191,6 +194,8 @@ pub struct Process {
     log: PathBuf,
     health: String,
     child: Option<Child>,
+    /// Set in its environment at every start.
+    pub env: Vec<(String, String)>,
     /// How many times it was started.
     pub starts: u32,
 }
@@ -208,6 +213,7 @@ impl Process {
             log: config.with_extension("log"),
             health: format!("http://{admin}/healthz"),
             child: None,
+            env: Vec::new(),
             starts: 0,
         }
     }
@@ -221,6 +227,7 @@ impl Process {
             .with_context(|| format!("opening {}", self.log.display()))?;
         let child = Command::new(&self.exe)
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -371,13 +378,9 @@ impl ProcessCluster {
             let path = dir.join(format!("{}.toml", config.node_id));
             std::fs::write(&path, toml::to_string(config)?)
                 .with_context(|| format!("writing {}", path.display()))?;
-            nodes.push(Process::new(
-                exe,
-                "node",
-                &path,
-                &config.node_id,
-                config.admin_listen,
-            ));
+            let mut node = Process::new(exe, "node", &path, &config.node_id, config.admin_listen);
+            node.env = plan.node_env.clone();
+            nodes.push(node);
         }
         let path = dir.join("router.toml");
         std::fs::write(&path, toml::to_string(&plan.router)?)

@@ -11,10 +11,13 @@ mod cluster;
 pub mod config;
 mod edge;
 mod event;
+pub mod failpoints;
 mod lease;
 pub mod metrics;
 mod placement;
 mod shard;
+#[cfg(test)]
+mod sim;
 pub mod telemetry;
 
 use std::net::SocketAddr;
@@ -222,8 +225,17 @@ pub async fn start(
             "/admin/quizzes/{id}/rebuild-leaderboard",
             post(rebuild_leaderboard),
         )
-        .route("/admin/drain", post(drain))
-        .with_state(shard.clone());
+        .route("/admin/drain", post(drain));
+    let admin_app = if failpoints::armable() {
+        tracing::warn!(
+            "crash points can be armed on the admin port ({})",
+            failpoints::ADMIN_ENV
+        );
+        admin_app.route("/admin/failpoints/{name}", post(arm_failpoint))
+    } else {
+        admin_app
+    };
+    let admin_app = admin_app.with_state(shard.clone());
     let stop = shutdown.clone();
     tracker.spawn(async move {
         let served = axum::serve(admin, admin_app)
@@ -302,8 +314,28 @@ async fn drain(axum::extract::State(shard): axum::extract::State<Shard>) -> &'st
     "draining"
 }
 
-/// Wall-clock milliseconds since the Unix epoch: the engine's clock.
+/// `POST /admin/failpoints/{name}` (only on a node that allows it, see [`failpoints`]): arms
+/// a crash point with the action in the body.
+async fn arm_failpoint(
+    axum::extract::Path(name): axum::extract::Path<String>,
+    actions: String,
+) -> (axum::http::StatusCode, String) {
+    match failpoints::arm(&name, actions.trim()) {
+        Ok(()) => (
+            axum::http::StatusCode::OK,
+            format!("{name} armed: {actions}"),
+        ),
+        Err(e) => (axum::http::StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch: the engine's clock. (In the simulation, the
+/// thread's simulated clock: see `sim`.)
 pub(crate) fn now_ms() -> Millis {
+    #[cfg(test)]
+    if let Some(ms) = sim::clock::now_ms() {
+        return ms;
+    }
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

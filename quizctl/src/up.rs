@@ -271,7 +271,11 @@ fn load_plan(dir: &Path) -> anyhow::Result<Plan> {
         "router.toml has no [cluster] section"
     );
     anyhow::ensure!(!nodes.is_empty(), "no node-*.toml in {}", dir.display());
-    Ok(Plan { router, nodes })
+    Ok(Plan {
+        router,
+        nodes,
+        node_env: Vec::new(),
+    })
 }
 
 /// Creates the CA and the certificates the configurations name, where they name them, when

@@ -354,6 +354,7 @@ impl Shard {
             .claim(quiz, &node, epoch)
             .await
             .map_err(|e| store_rejection("claiming the quiz", &e))?;
+        crate::failpoints::crash("quiz_claimed");
         // The progress as the claim fenced it: the previous owner may have saved progress
         // after the read above and before the claim, and restoring the older one would issue
         // its sequence numbers again for other events.
