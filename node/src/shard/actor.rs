@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use quiz_engine::{AnswerRecord, Effect, Session, Submit};
 use quiz_protocol::client::{Role, ServerMessage, encode_server};
@@ -17,6 +17,7 @@ use quiz_protocol::cluster::{EdgeRequest, OwnerEvent, OwnerReply, Rejection};
 use quiz_protocol::{AnswerId, Epoch, ErrorCode, HostCommand, NodeId, Phase, PlayerNo, UserId};
 use quiz_store::{Appended, StoreError, Stores};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Command;
@@ -37,6 +38,16 @@ pub(crate) fn next_edge_id() -> EdgeId {
 }
 
 type Waiters = HashMap<(PlayerNo, AnswerId), Vec<oneshot::Sender<OwnerReply>>>;
+
+type Refusal = (oneshot::Sender<OwnerReply>, Rejection);
+
+/// Refusals waiting for a read of the quiz's epoch: those the running read answers, and those
+/// that came after it started (the next read answers them).
+#[derive(Default)]
+struct Refusals {
+    checking: Option<Vec<Refusal>>,
+    next: Vec<Refusal>,
+}
 
 pub(super) struct QuizActor {
     session: Session,
@@ -66,6 +77,8 @@ pub(super) struct QuizActor {
     fenced: bool,
     /// Rebuild requests (from the admin endpoint) waiting for the board to catch up.
     rebuild_waiters: Vec<oneshot::Sender<Result<(), Rejection>>>,
+    /// Refusals of answers waiting for the store to confirm the owner (see `refuse`).
+    refusals: Refusals,
     config: Arc<Config>,
     stores: Stores,
     metrics: Metrics,
@@ -87,8 +100,8 @@ impl QuizActor {
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Self {
-        // One batch in flight per lane (durable, board).
-        let (written_tx, written_rx) = mpsc::channel(2);
+        // One batch in flight per lane (durable, board), and one owner check.
+        let (written_tx, written_rx) = mpsc::channel(3);
         let ended_at = (session.phase() == Phase::Ended).then(Instant::now);
         Self {
             session,
@@ -110,6 +123,7 @@ impl QuizActor {
             last_activity: Instant::now(),
             fenced: false,
             rebuild_waiters: Vec::new(),
+            refusals: Refusals::default(),
             config,
             stores,
             metrics,
@@ -130,7 +144,7 @@ impl QuizActor {
                 biased;
                 _ = self.shutdown.cancelled() => break,
                 Some(written) = self.written_rx.recv() => self.on_written(written),
-                _ = tokio::time::sleep_until(wake.into()) => {
+                _ = tokio::time::sleep_until(wake) => {
                     self.session.handle_timeout(now_ms());
                 }
                 command = self.commands.recv() => match command {
@@ -284,7 +298,12 @@ impl QuizActor {
                     self.held_replies.push((reply, ok));
                     return;
                 }
-                refused => refused,
+                // Refused on what may be stale state: confirmed as the owner first.
+                OwnerReply::Error(rejection) => {
+                    self.refuse(reply, rejection);
+                    return;
+                }
+                other => other,
             },
         };
         let _ = reply.send(answer);
@@ -403,9 +422,80 @@ impl QuizActor {
                     message: r.message,
                     answer_id: Some(answer_id),
                 };
-                let _ = reply.send(OwnerReply::Error(rejection));
+                self.refuse(reply, rejection);
             }
         }
+    }
+
+    /// Sends a definite refusal of an answer or a host command only once the store confirms
+    /// that this node still owns the quiz. An actor's state may be stale: a zombie owner that closed a
+    /// question in memory without storing it, while a newer owner (which restored the stored
+    /// state) took answers to it, would tell a phone "too late" for an answer the log counts.
+    /// Refusals wait for one read of the quiz's epoch that began after them, shared by every
+    /// refusal meanwhile (a burst of late answers costs one read); if another node owns the
+    /// quiz, they become `unavailable` (the phone retries and finds the new owner) and the
+    /// actor stops. Refusals about the request itself need no owner.
+    fn refuse(&mut self, reply: oneshot::Sender<OwnerReply>, rejection: Rejection) {
+        let intrinsic = matches!(
+            rejection.code,
+            ErrorCode::BadMessage
+                | ErrorCode::UnknownType
+                | ErrorCode::BadAnswer
+                | ErrorCode::UnknownQuestion
+        );
+        if intrinsic || rejection.code.retryable() {
+            let _ = reply.send(OwnerReply::Error(rejection));
+            return;
+        }
+        self.refusals.next.push((reply, rejection));
+        self.check_owner();
+    }
+
+    /// Starts a read of the quiz's epoch for the refusals waiting, unless one is running.
+    fn check_owner(&mut self) {
+        if self.refusals.checking.is_some() || self.refusals.next.is_empty() {
+            return;
+        }
+        self.refusals.checking = Some(std::mem::take(&mut self.refusals.next));
+        let (stores, quiz) = (self.stores.clone(), self.session.id().clone());
+        let written = self.written_tx.clone();
+        tokio::spawn(async move {
+            let current = match stores.quizzes.quiz(&quiz).await {
+                Ok(record) => record.map(|r| r.epoch),
+                Err(_) => None,
+            };
+            let _ = written.send(Written::OwnerChecked(current)).await;
+        });
+    }
+
+    fn owner_checked(&mut self, current: Option<Epoch>) {
+        let checked = self.refusals.checking.take().unwrap_or_default();
+        let still_owner = current == Some(self.epoch);
+        if let Some(current) = current.filter(|c| c.0 > self.epoch.0) {
+            tracing::error!(
+                held = self.epoch.0,
+                current = current.0,
+                "another node owns this quiz now (a newer epoch); stopping"
+            );
+            self.fenced = true;
+        }
+        let mut answered = checked;
+        if self.fenced {
+            answered.append(&mut self.refusals.next);
+        }
+        for (reply, rejection) in answered {
+            let frame = if still_owner && !self.fenced {
+                OwnerReply::Error(rejection)
+            } else {
+                OwnerReply::Error(Rejection {
+                    code: ErrorCode::Unavailable,
+                    message: "this node may no longer own the quiz; retry".into(),
+                    answer_id: rejection.answer_id,
+                })
+            };
+            let _ = reply.send(frame);
+        }
+        self.check_owner();
     }
 
     fn host(
@@ -467,6 +557,7 @@ impl QuizActor {
         match written {
             Written::Durable(w) => self.on_durable(w),
             Written::Board(w) => self.on_board(w),
+            Written::OwnerChecked(current) => self.owner_checked(current),
         }
     }
 
@@ -483,6 +574,10 @@ impl QuizActor {
         if written.fenced() {
             tracing::error!("another node owns this quiz now (fenced); stopping");
             self.fenced = true;
+        }
+        if written.answers.as_ref().is_some_and(|a| a.is_ok()) && !written.batch.answers.is_empty()
+        {
+            crate::failpoints::crash("answers_committed");
         }
         let now = now_ms();
         match &written.answers {
@@ -663,7 +758,7 @@ impl QuizActor {
             .min()
             .map_or(deadline, |at| at.min(deadline));
             tokio::select! {
-                _ = tokio::time::sleep_until(next.into()) => {}
+                _ = tokio::time::sleep_until(next) => {}
                 written = self.written_rx.recv() => match written {
                     Some(w) => self.on_written(w),
                     None => break,

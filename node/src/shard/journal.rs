@@ -17,11 +17,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use quiz_engine::{AnswerRecord, PlayerRecord, Progress};
 use quiz_protocol::{Epoch, PlayerNo, QuizId, UserId};
 use quiz_store::{Appended, StoreError, Stores};
+use tokio::time::Instant;
 
 /// Durable and derived work not yet written.
 #[derive(Default)]
@@ -92,6 +93,9 @@ pub(super) struct BoardBatch {
 pub(super) enum Written {
     Durable(DurableWritten),
     Board(BoardWritten),
+    /// The quiz's epoch as a read found it (`None`: the read failed), for refusals waiting to
+    /// be confirmed (see the actor's `refuse`).
+    OwnerChecked(Option<Epoch>),
 }
 
 pub(super) struct DurableWritten {
@@ -318,8 +322,9 @@ impl Journal {
     pub(super) fn settle_durable(&mut self, written: DurableWritten, now: Instant) {
         self.durable_in_flight = false;
         let batch = written.batch;
-        let failed = written.players.is_err() || written.progress.is_err();
-        if failed {
+        let answers_failed = matches!(written.answers, Some(Err(_)));
+        let failed = written.players.is_err() || written.progress.is_err() || answers_failed;
+        if written.players.is_err() || written.progress.is_err() {
             if !batch.players.is_empty() {
                 self.players_version = self.players_version.max(batch.players_version);
             }
@@ -523,6 +528,42 @@ mod tests {
         assert_eq!(second.players.len(), 2, "player 1 again, and player 2");
         assert!(second.progress.is_some(), "the progress again");
         assert_eq!(written(second, Ok(())).version_durable(), Some(3));
+    }
+
+    /// A batch whose answers failed (the store down, failing fast) backs off like any other
+    /// failure. It used to be retried at once, and an owner cut off its store spun on it,
+    /// never yielding the CPU (found by the simulation, seed 113).
+    #[test]
+    fn a_batch_whose_answers_failed_waits_for_the_backoff() {
+        let mut j = Journal::default();
+        let t0 = Instant::now();
+        let record = AnswerRecord {
+            quiz: quiz_protocol::QuizId::parse("K7M3QX").unwrap(),
+            player: PlayerNo(1),
+            question: 0,
+            answer_id: quiz_protocol::AnswerId::parse("a-1").unwrap(),
+            answer: quiz_protocol::Answer::Choice(0),
+            received_at: 0,
+            response_ms: 0,
+            points: 0,
+            correct: false,
+            streak: 0,
+        };
+        j.append(record);
+        let batch = j.take_durable(100, t0).expect("due");
+        let again = batch.answers.clone();
+        let mut failed = written(batch, Ok(()));
+        failed.answers = Some(Err(StoreError::Unavailable("refused".into())));
+        j.settle_durable(failed, t0);
+        // The actor queues the answers again, as it does on a failed append.
+        j.append_again(again);
+        assert!(j.take_durable(100, t0).is_none(), "not at once");
+        let retry_at = j.retry_at().expect("a backoff");
+        assert!(retry_at > t0);
+        assert!(
+            j.take_durable(100, retry_at).is_some(),
+            "due after the backoff"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use crate::event::{Event, SharedEvent};
 use std::collections::VecDeque;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use quiz_protocol::client::{ServerMessage, encode_server};
 use quiz_protocol::cluster::{Audience, OwnerEvent, OwnerReply};
