@@ -2,7 +2,8 @@
 //! owner half of three nodes) share in-memory stores ([`quiz_store::memory`]) through
 //! [`faulty::Faulty`] views that delay, reorder and fail calls, on one thread with tokio's
 //! clock paused (the engine's clock follows it, see [`clock`]). Phones join, answer and retry
-//! through whichever shard the seeded schedule picks; the schedule moves the quiz to another
+//! through whichever shard the seeded schedule picks, over a link that delays requests and
+//! replies, loses replies and duplicates answers and joins; the schedule moves the quiz to another
 //! shard (the new one claims it and fences the old, which may go on as a zombie), cuts
 //! shards off the stores (a crash or a partition, as far as the stores can tell) and heals
 //! them, and wipes the leaderboard store. Afterwards it checks what the chaos checker checks:
@@ -98,15 +99,18 @@ struct Phone {
 }
 
 enum Done {
+    /// `primary`: the phone's own request, not a duplicate the link made.
     Joined {
         phone: usize,
         node: usize,
         reply: OwnerReply,
+        primary: bool,
     },
     Answered {
         phone: usize,
         question: u32,
         reply: OwnerReply,
+        primary: bool,
     },
     HostJoined {
         node: usize,
@@ -117,8 +121,16 @@ enum Done {
     },
 }
 
+/// How the simulated link between edges and owners misbehaves.
+struct Link {
+    max_delay_ms: u64,
+    lose_reply: f64,
+    duplicate: f64,
+}
+
 struct Sim {
     rng: rand::rngs::StdRng,
+    link: Link,
     memory: Arc<MemoryStore>,
     views: Vec<Arc<Faulty>>,
     shards: Vec<Shard>,
@@ -141,6 +153,11 @@ impl Sim {
             max_delay_ms: rng.random_range(0..=40),
             fail_before: rng.random_range(0.0..0.15),
             fail_after: rng.random_range(0.0..0.15),
+        };
+        let link = Link {
+            max_delay_ms: rng.random_range(0..=30),
+            lose_reply: rng.random_range(0.0..0.1),
+            duplicate: rng.random_range(0.0..0.1),
         };
         let memory = Arc::new(MemoryStore::new());
         let views: Vec<Arc<Faulty>> = (0..NODES)
@@ -178,6 +195,7 @@ impl Sim {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Sim {
             rng,
+            link,
             memory,
             views,
             shards,
@@ -313,19 +331,47 @@ impl Sim {
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 
+    /// Sends `request` to shard `node` over the simulated edge-to-owner link: it may be
+    /// delayed both ways (so requests and replies reorder), its reply may be lost (the phone
+    /// hears `unavailable` and retries), and an answer or a join may arrive twice (a phone's
+    /// resend while the first is on its way): the copy's reply is checked like any other.
     fn spawn(
         &mut self,
         node: usize,
         request: EdgeRequest,
-        done: impl FnOnce(OwnerReply) -> Done + Send + 'static,
+        done: impl Fn(OwnerReply, bool) -> Done + Send + Sync + 'static,
     ) {
-        let shard = self.shards[node].clone();
-        let (tx, quiz) = (self.done_tx.clone(), self.quiz.clone());
-        self.in_flight += 1;
-        tokio::spawn(async move {
-            let reply = shard.request(&quiz, request).await;
-            let _ = tx.send(done(reply));
-        });
+        let done = Arc::new(done);
+        let copies = match request {
+            EdgeRequest::Answer { .. } | EdgeRequest::Join { .. }
+                if self.rng.random_bool(self.link.duplicate) =>
+            {
+                2
+            }
+            _ => 1,
+        };
+        for copy in 0..copies {
+            let there = self.rng.random_range(0..=self.link.max_delay_ms);
+            let back = self.rng.random_range(0..=self.link.max_delay_ms);
+            let lost = self.rng.random_bool(self.link.lose_reply);
+            let shard = self.shards[node].clone();
+            let (tx, quiz, done) = (self.done_tx.clone(), self.quiz.clone(), done.clone());
+            let request = request.clone();
+            self.in_flight += 1;
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(there)).await;
+                let mut reply = shard.request(&quiz, request).await;
+                tokio::time::sleep(Duration::from_millis(back)).await;
+                if lost {
+                    reply = OwnerReply::Error(quiz_protocol::cluster::Rejection {
+                        code: ErrorCode::Unavailable,
+                        message: "the reply was lost on its way".into(),
+                        answer_id: None,
+                    });
+                }
+                let _ = tx.send(done(reply, copy == 0));
+            });
+        }
     }
 
     async fn phone_acts(&mut self, i: usize, node: usize) {
@@ -341,10 +387,11 @@ impl Sim {
                 last_seq: None,
             };
             self.phones[i].busy = true;
-            self.spawn(node, request, move |reply| Done::Joined {
+            self.spawn(node, request, move |reply, primary| Done::Joined {
                 phone: i,
                 node,
                 reply,
+                primary,
             });
             return;
         }
@@ -380,10 +427,11 @@ impl Sim {
             answer_id,
             answer: Answer::Choice(choice),
         };
-        self.spawn(node, request, move |reply| Done::Answered {
+        self.spawn(node, request, move |reply, primary| Done::Answered {
             phone: i,
             question,
             reply,
+            primary,
         });
     }
 
@@ -400,7 +448,10 @@ impl Sim {
                 nickname: String::new(),
                 last_seq: None,
             };
-            self.spawn(node, request, move |reply| Done::HostJoined { node, reply });
+            self.spawn(node, request, move |reply, _| Done::HostJoined {
+                node,
+                reply,
+            });
             return;
         }
         // Decided on what the store holds: `host_ok` comes only once it is durable, and a
@@ -425,7 +476,7 @@ impl Sim {
             target: None,
             reference: None,
         };
-        self.spawn(node, request, |reply| Done::Hosted { reply });
+        self.spawn(node, request, |reply, _| Done::Hosted { reply });
     }
 
     /// Takes in the replies that came back.
@@ -433,8 +484,15 @@ impl Sim {
         while let Ok(done) = self.done_rx.try_recv() {
             self.in_flight -= 1;
             match done {
-                Done::Joined { phone, node, reply } => {
-                    self.phones[phone].busy = false;
+                Done::Joined {
+                    phone,
+                    node,
+                    reply,
+                    primary,
+                } => {
+                    if primary {
+                        self.phones[phone].busy = false;
+                    }
                     if let OwnerReply::Joined {
                         player: Some(p), ..
                     } = reply
@@ -456,8 +514,11 @@ impl Sim {
                     phone,
                     question,
                     reply,
+                    primary,
                 } => {
-                    self.phones[phone].busy = false;
+                    if primary {
+                        self.phones[phone].busy = false;
+                    }
                     self.answered(phone, question, reply);
                 }
                 Done::HostJoined { node, reply } => {
