@@ -247,31 +247,33 @@ impl Rig {
         };
         let stores = Stores::open(&direct).await?;
         quiz_local::seed(&stores).await?;
-        let mut plan = Plan::on_free_ports(&direct, fault.nodes(), &dir.join("certs"))?;
-        production_timers(&mut plan);
-        plan.node_env = vec![(quiz_node::failpoints::ADMIN_ENV.into(), "1".into())];
+        // The proxies bind their ports before the plan picks the processes' free ports, or a
+        // proxy could take a port the plan picked and released (the process would then fail
+        // to bind it); each is pointed at its process once the plan is made.
+        let nodes = fault.nodes();
         let pg_addr = pg_addr(pg_url)?;
         let mut pg_proxies = Vec::new();
-        for node in &mut plan.nodes {
-            let proxy = TcpProxy::start(pg_addr).await?;
-            node.store.database_url = via(pg_url, proxy.addr());
-            pg_proxies.push(proxy);
+        for _ in 0..=nodes {
+            pg_proxies.push(TcpProxy::start(pg_addr).await?);
         }
-        let proxy = TcpProxy::start(pg_addr).await?;
-        plan.router.store.database_url = via(pg_url, proxy.addr());
-        pg_proxies.push(proxy);
+        let unset = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
         let mut phone_proxies = Vec::new();
         let mut link_proxies = Vec::new();
-        for (i, node) in plan.nodes.iter_mut().enumerate() {
-            phone_proxies.push(TcpProxy::start(node.listen).await?);
-            let quic = node.cluster.as_ref().expect("a cluster plan").listen;
-            let proxy = UdpProxy::start(quic, i as u64).await?;
-            node.cluster
-                .as_mut()
-                .expect("a cluster plan")
-                .advertise_addr = Some(proxy.addr().to_string());
-            link_proxies.push(proxy);
+        for i in 0..nodes {
+            phone_proxies.push(TcpProxy::start(unset).await?);
+            link_proxies.push(UdpProxy::start(unset, i as u64).await?);
         }
+        let mut plan = Plan::on_free_ports(&direct, nodes, &dir.join("certs"))?;
+        production_timers(&mut plan);
+        plan.node_env = vec![(quiz_node::failpoints::ADMIN_ENV.into(), "1".into())];
+        for (i, node) in plan.nodes.iter_mut().enumerate() {
+            node.store.database_url = via(pg_url, pg_proxies[i].addr());
+            phone_proxies[i].retarget(node.listen);
+            let cluster = node.cluster.as_mut().expect("a cluster plan");
+            link_proxies[i].retarget(cluster.listen);
+            cluster.advertise_addr = Some(link_proxies[i].addr().to_string());
+        }
+        plan.router.store.database_url = via(pg_url, pg_proxies[nodes].addr());
         let exe = std::env::current_exe()?;
         let mut cluster = ProcessCluster::launch(&exe, dir, plan).await?;
         if fault == Fault::Rebalance {

@@ -4,8 +4,8 @@
 //! a failed network, a database that hangs, a slow link.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,6 +21,7 @@ pub struct TcpProxy {
     blocked: Arc<AtomicBool>,
     stalled: Arc<watch::Sender<bool>>,
     delay_ms: Arc<AtomicU64>,
+    target: Arc<Mutex<SocketAddr>>,
     task: JoinHandle<()>,
 }
 
@@ -33,12 +34,14 @@ impl TcpProxy {
         let blocked = Arc::new(AtomicBool::new(false));
         let stalled = Arc::new(watch::Sender::new(false));
         let delay_ms = Arc::new(AtomicU64::new(0));
+        let target = Arc::new(Mutex::new(target));
         let (c, b, st, d) = (
             cut.clone(),
             blocked.clone(),
             stalled.clone(),
             delay_ms.clone(),
         );
+        let t = target.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
@@ -50,6 +53,7 @@ impl TcpProxy {
                 let cut = c.clone();
                 let (up, down) = (st.subscribe(), st.subscribe());
                 let (d_up, d_down) = (d.clone(), d.clone());
+                let target = *t.lock().unwrap_or_else(|e| e.into_inner());
                 tokio::spawn(async move {
                     let Ok(outbound) = TcpStream::connect(target).await else {
                         return;
@@ -70,6 +74,7 @@ impl TcpProxy {
             blocked,
             stalled,
             delay_ms,
+            target,
             task,
         })
     }
@@ -102,6 +107,12 @@ impl TcpProxy {
 
     pub fn unstall(&self) {
         self.stalled.send_replace(false);
+    }
+
+    /// Forwards new connections to `target` from now on. A proxy started before the ports of
+    /// what it fronts are picked keeps its own port out of that pick.
+    pub fn retarget(&self, target: SocketAddr) {
+        *self.target.lock().unwrap_or_else(|e| e.into_inner()) = target;
     }
 
     /// Holds every chunk this long before passing it on, both ways (zero: none).

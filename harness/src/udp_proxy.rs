@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 pub struct UdpProxy {
     addr: SocketAddr,
     link: Arc<Link>,
+    target: Arc<Mutex<SocketAddr>>,
     task: JoinHandle<()>,
 }
 
@@ -56,7 +57,8 @@ impl UdpProxy {
             delay_ms: AtomicU64::new(0),
             rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
         });
-        let l = link.clone();
+        let target = Arc::new(Mutex::new(target));
+        let (l, t) = (link.clone(), target.clone());
         let task = tokio::spawn(async move {
             let mut backs: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
             let mut buf = vec![0u8; 65_536];
@@ -71,6 +73,7 @@ impl UdpProxy {
                         let Ok(b) = UdpSocket::bind("127.0.0.1:0").await else {
                             continue;
                         };
+                        let target = *t.lock().unwrap_or_else(|e| e.into_inner());
                         if b.connect(target).await.is_err() {
                             continue;
                         }
@@ -88,12 +91,23 @@ impl UdpProxy {
                 });
             }
         });
-        Ok(UdpProxy { addr, link, task })
+        Ok(UdpProxy {
+            addr,
+            link,
+            target,
+            task,
+        })
     }
 
     /// Where clients send.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Forwards datagrams of new clients to `target` from now on (see
+    /// [`crate::TcpProxy::retarget`]).
+    pub fn retarget(&self, target: SocketAddr) {
+        *self.target.lock().unwrap_or_else(|e| e.into_inner()) = target;
     }
 
     /// Drops this share (0.0–1.0) of the datagrams, each way.

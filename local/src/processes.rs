@@ -337,7 +337,9 @@ impl Process {
     /// The last `lines` lines of its log.
     pub fn log_tail(&self, lines: usize) -> String {
         let log = self.log();
-        let all: Vec<&str> = log.lines().collect();
+        // Backtrace frames (a process started with RUST_BACKTRACE) would push the error they
+        // follow out of the tail.
+        let all: Vec<&str> = log.lines().filter(|l| !is_backtrace_frame(l)).collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 }
@@ -521,6 +523,14 @@ pub fn metric_value(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// A line of a printed backtrace: `  12: some::function` or `             at src/x.rs:3:9`.
+fn is_backtrace_frame(line: &str) -> bool {
+    let t = line.trim_start();
+    t.starts_with("at ")
+        || t.split_once(": ")
+            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -532,6 +542,23 @@ mod tests {
         assert_eq!(metric_value(text, "quiz_a{kind=\"y\"}"), 3.0);
         assert_eq!(metric_value(text, "quiz_b"), 1.5);
         assert_eq!(metric_value(text, "quiz_c"), 0.0);
+    }
+
+    /// A process that failed with RUST_BACKTRACE set printed its error, then 40-odd frames:
+    /// the tail of its log used to show only frames (a chaos smoke in CI said nothing more
+    /// than "router exited").
+    #[test]
+    fn backtrace_frames_are_left_out_of_a_log_tail() {
+        assert!(is_backtrace_frame(
+            "  13: tokio::runtime::Runtime::block_on"
+        ));
+        assert!(is_backtrace_frame("             at ./src/main.rs:5:47"));
+        assert!(!is_backtrace_frame(
+            "Error: binding 127.0.0.1:8080: address in use"
+        ));
+        assert!(!is_backtrace_frame(
+            "2026-12-04T22:55:22Z  INFO quiz_router: up"
+        ));
     }
 
     #[test]
