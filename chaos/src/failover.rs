@@ -22,7 +22,7 @@ use quiz_protocol::{Answer, AnswerId, HostCommand, QuizId, QuizSettings};
 use quiz_store::{StandingRow, StoreConfig, Stores};
 use rand::{Rng, SeedableRng};
 
-use crate::phone::Phone;
+use crate::phone::{self, Phone, question_index};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -209,12 +209,13 @@ async fn one_round(
 
     // The host sits on an edge that survives; the phones spread over every edge.
     let survivor = (owner + 1) % edges;
-    let host_phone = Phone::join(host, &quiz, "", Role::Host, &cluster.ws_url(survivor)).await?;
+    let survivor_url = cluster.ws_url(survivor);
+    let host_phone = Phone::join(host, &quiz, "", Role::Host, phone::first(&survivor_url)).await?;
     let mut phones = Vec::with_capacity(args.phones);
     for i in 0..args.phones {
-        let client = RouterClient::dev(&router, &format!("chaos-{i}"), Role::Player).await?;
         let edge = cluster.ws_url(i % edges);
-        phones.push(Phone::join(&client, &quiz, &format!("Pupil {i}"), Role::Player, &edge).await?);
+        let user = format!("chaos-{i}");
+        phones.push(Phone::pupil(&router, &user, &quiz, i, phone::first(&edge)).await?);
     }
     host_phone
         .conn
@@ -223,7 +224,9 @@ async fn one_round(
         .context("starting the quiz")?;
     for phone in &mut phones {
         ensure!(
-            phone.question_open(0, Duration::from_secs(20)).await,
+            phone
+                .until(Duration::from_secs(20), |v| question_index(v).is_some())
+                .await,
             "a phone never saw the question open"
         );
     }
@@ -489,7 +492,7 @@ fn sorted(values: impl Iterator<Item = Duration>) -> Vec<Duration> {
 }
 
 /// The nearest-rank percentile of sorted `values`.
-fn percentile(values: &[Duration], q: f64) -> Option<Duration> {
+pub(crate) fn percentile<T: Copy>(values: &[T], q: f64) -> Option<T> {
     if values.is_empty() {
         return None;
     }
@@ -511,7 +514,7 @@ mod tests {
         assert_eq!(percentile(&v, 0.5), Some(Duration::from_millis(50)));
         assert_eq!(percentile(&v, 0.99), Some(Duration::from_millis(99)));
         assert_eq!(percentile(&v[..1], 0.99), Some(Duration::from_millis(1)));
-        assert_eq!(percentile(&[], 0.5), None);
+        assert_eq!(percentile::<Duration>(&[], 0.5), None);
     }
 
     #[test]

@@ -1,67 +1,91 @@
-//! A phone of a chaos scenario: the client SDK's resuming connection, joined at a chosen edge,
-//! and a signal for the question it is waiting for.
+//! A phone of a chaos run: the client SDK's resuming connection, joined at the edges a
+//! scenario chooses, and what it has seen so far (its `QuizView`).
 
 use std::time::Duration;
 
-use quiz_client::{Event, Options, QuizConnection, RouterClient};
+use quiz_client::{Event, Options, QuizConnection, QuizView, RouterClient};
 use quiz_protocol::QuizId;
-use quiz_protocol::client::{Role, ServerMessage};
+use quiz_protocol::client::Role;
 use tokio::sync::watch;
 
 pub(crate) struct Phone {
+    pub(crate) name: String,
     pub(crate) conn: QuizConnection,
-    /// The index of the last question seen open.
-    question: watch::Receiver<Option<u32>>,
+    pub(crate) view: watch::Receiver<QuizView>,
 }
 
 impl Phone {
-    /// Joins `quiz` as `nickname` through `router`, trying the edge `first` before the others.
-    /// The SDK's default timers, as a phone in the field has them, except that it keeps trying
-    /// for as long as a failover can take.
+    /// Joins `quiz` as `name` through `router`; `urls` may reorder or replace the edges of the
+    /// ticket (the one to try first, or proxies in front of them). The SDK's default timers,
+    /// as a phone in the field has them, except that it keeps trying for as long as a fault
+    /// can last.
     pub(crate) async fn join(
         router: &RouterClient,
         quiz: &QuizId,
-        nickname: &str,
+        name: &str,
         role: Role,
-        first: &str,
+        urls: impl FnOnce(&mut Vec<String>),
     ) -> anyhow::Result<Phone> {
         let host = (role == Role::Host).then_some(Role::Host);
-        let mut ticket = router.join(quiz, nickname, host).await?;
-        if let Some(at) = ticket.ws_urls.iter().position(|u| u == first) {
-            ticket.ws_urls.rotate_left(at);
-        }
+        let mut ticket = router.join(quiz, name, host).await?;
+        urls(&mut ticket.ws_urls);
         let mut options =
-            Options::default().with_refresh(router.refresher(quiz.clone(), nickname.into(), host));
-        options.reconnect.max_attempts = 100;
+            Options::default().with_refresh(router.refresher(quiz.clone(), name.into(), host));
+        options.reconnect.max_attempts = 200;
         options.reconnect.cap = Duration::from_secs(1);
         options.answer_timeout = Duration::from_secs(60);
         options.answer_retry.max_attempts = 1000;
         let (conn, mut events) = QuizConnection::connect(ticket, options).await?;
-        let (tx, question) = watch::channel(None);
+        let (tx, view) = watch::channel(QuizView::default());
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
-                if let Event::Frame(frame) = &event {
-                    let index = match frame.as_ref() {
-                        ServerMessage::Question(q) => Some(q.index),
-                        ServerMessage::Welcome(w) => w.question.as_ref().map(|q| q.index),
-                        _ => None,
-                    };
-                    if index.is_some() {
-                        tx.send_replace(index);
-                    }
+                tx.send_modify(|v| v.apply_event(&event));
+                if matches!(event, Event::Closed { .. }) {
+                    break;
                 }
             }
         });
-        Ok(Phone { conn, question })
+        Ok(Phone {
+            name: name.into(),
+            conn,
+            view,
+        })
     }
 
-    /// Waits (up to `limit`) until question `index` has been seen open.
-    pub(crate) async fn question_open(&mut self, index: u32, limit: Duration) -> bool {
-        tokio::time::timeout(
-            limit,
-            self.question.wait_for(|q| q.is_some_and(|q| q >= index)),
-        )
-        .await
-        .is_ok_and(|r| r.is_ok())
+    /// Pupil `i`: signs in at `router` as `user` (dev tokens) and joins as `Pupil {i}`.
+    pub(crate) async fn pupil(
+        router: &str,
+        user: &str,
+        quiz: &QuizId,
+        i: usize,
+        urls: impl FnOnce(&mut Vec<String>),
+    ) -> anyhow::Result<Phone> {
+        let client = RouterClient::dev(router, user, Role::Player).await?;
+        Phone::join(&client, quiz, &format!("Pupil {i}"), Role::Player, urls).await
+    }
+
+    /// Waits up to `limit` for the view to satisfy `check`.
+    pub(crate) async fn until(
+        &mut self,
+        limit: Duration,
+        check: impl FnMut(&QuizView) -> bool,
+    ) -> bool {
+        tokio::time::timeout(limit, self.view.wait_for(check))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+/// The index of the question the view shows, if any.
+pub(crate) fn question_index(view: &QuizView) -> Option<u32> {
+    view.question.as_ref().map(|q| q.index)
+}
+
+/// Moves `first` to the front of `urls`, if it is there.
+pub(crate) fn first(first: &str) -> impl FnOnce(&mut Vec<String>) + '_ {
+    move |urls| {
+        if let Some(at) = urls.iter().position(|u| u == first) {
+            urls.rotate_left(at);
+        }
     }
 }

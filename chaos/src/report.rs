@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use quiz_bench::machine::{MachineFacts, source_revision};
 
+use crate::failover::percentile;
 use crate::scenario::{QUESTIONS, RunOptions, ScenarioResult};
 
 pub fn markdown(
@@ -101,15 +102,6 @@ pub fn markdown(
         }
     }
     out
-}
-
-/// The nearest-rank percentile of sorted `values`.
-fn percentile(values: &[u64], q: f64) -> Option<u64> {
-    if values.is_empty() {
-        return None;
-    }
-    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
-    Some(values[rank - 1])
 }
 
 fn ms(v: Option<u64>) -> String {

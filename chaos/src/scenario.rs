@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use quiz_client::{AnswerError, Event, Options, QuizConnection, QuizView, RouterClient};
+use quiz_client::{AnswerError, RouterClient};
 use quiz_harness::{PgDatabase, RedisCluster, TcpProxy, UdpProxy};
 use quiz_local::processes::{Plan, ProcessCluster};
 use quiz_protocol::client::Role;
@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use crate::check::{self, Verdict};
 use crate::history::{HistoryWriter, Outcome, Record};
+use crate::phone::{Phone, question_index};
 
 /// Questions per quiz; the fault comes during the second.
 pub const QUESTIONS: u32 = 4;
@@ -371,58 +372,9 @@ fn via(url: &str, addr: std::net::SocketAddr) -> String {
     parsed.to_string()
 }
 
-/// A phone of the workload: the SDK's connection, what it has seen, and the question it last
-/// saw open.
-struct Phone {
-    name: String,
-    conn: QuizConnection,
-    view: watch::Receiver<QuizView>,
-}
-
-impl Phone {
-    async fn join(
-        router: &RouterClient,
-        quiz: &QuizId,
-        name: &str,
-        role: Role,
-        urls: Vec<String>,
-    ) -> anyhow::Result<Phone> {
-        let host = (role == Role::Host).then_some(Role::Host);
-        let mut ticket = router.join(quiz, name, host).await?;
-        ticket.ws_urls = urls;
-        let mut options =
-            Options::default().with_refresh(router.refresher(quiz.clone(), name.into(), host));
-        options.reconnect.max_attempts = 200;
-        options.reconnect.cap = Duration::from_secs(1);
-        options.answer_timeout = Duration::from_secs(60);
-        options.answer_retry.max_attempts = 1000;
-        let (conn, mut events) = QuizConnection::connect(ticket, options).await?;
-        let (tx, view) = watch::channel(QuizView::default());
-        tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
-                tx.send_modify(|v| v.apply_event(&event));
-                if matches!(event, Event::Closed { .. }) {
-                    break;
-                }
-            }
-        });
-        Ok(Phone {
-            name: name.into(),
-            conn,
-            view,
-        })
-    }
-
-    /// Waits up to `limit` for the view to satisfy `check`.
-    async fn until(&mut self, limit: Duration, check: impl FnMut(&QuizView) -> bool) -> bool {
-        tokio::time::timeout(limit, self.view.wait_for(check))
-            .await
-            .is_ok_and(|r| r.is_ok())
-    }
-}
-
-fn question_index(view: &QuizView) -> Option<u32> {
-    view.question.as_ref().map(|q| q.index)
+/// Puts `urls` (the edges' proxies) in place of the ticket's edges.
+fn replace(urls: Vec<String>) -> impl FnOnce(&mut Vec<String>) {
+    move |ticket| *ticket = urls
 }
 
 /// One round: a rig, the quiz with its phones, the fault, the check.
@@ -480,17 +432,14 @@ async fn play(
             &quiz,
             "",
             Role::Host,
-            rig.phone_urls((owner + 1) % edges),
+            replace(rig.phone_urls((owner + 1) % edges)),
         )
         .await?;
         let mut phones = Vec::new();
         for i in 0..options.phones {
             let user = format!("{}-{seed}-{i}", fault.name());
-            let client = RouterClient::dev(&router_url, &user, Role::Player).await?;
             let urls = rig.phone_urls(i % edges);
-            phones.push(
-                Phone::join(&client, &quiz, &format!("Pupil {i}"), Role::Player, urls).await?,
-            );
+            phones.push(Phone::pupil(&router_url, &user, &quiz, i, replace(urls)).await?);
         }
         retry_host(&host_phone, HostCommand::Start).await?;
 

@@ -164,13 +164,18 @@ impl StandingRow {
             }
         }
         let mut rows: Vec<StandingRow> = by_player.into_values().collect();
+        StandingRow::sort(&mut rows);
+        rows
+    }
+
+    /// Puts rows in leaderboard order: score descending, then tiebreak, then player number.
+    pub fn sort(rows: &mut [StandingRow]) {
         rows.sort_by(|a, b| {
             b.score
                 .cmp(&a.score)
                 .then(a.tiebreak.cmp(&b.tiebreak))
                 .then(a.player.cmp(&b.player))
         });
-        rows
     }
 }
 

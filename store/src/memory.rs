@@ -50,6 +50,20 @@ struct Board {
     scores: BTreeMap<PlayerNo, (u32, u64, bool)>,
 }
 
+impl Board {
+    /// Counts an answer into the standings, once per (player, question).
+    fn count(&mut self, r: &AnswerRecord) {
+        if !self.applied.insert((r.question, r.player)) {
+            return;
+        }
+        let row = self.scores.entry(r.player).or_default();
+        row.0 += r.points;
+        if r.points > 0 {
+            row.1 += u64::from(r.response_ms);
+        }
+    }
+}
+
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
@@ -319,15 +333,7 @@ impl LeaderboardStore for MemoryStore {
             state.board(quiz)?;
         }
         for r in records {
-            let board = state.board(&r.quiz)?;
-            if !board.applied.insert((r.question, r.player)) {
-                continue;
-            }
-            let row = board.scores.entry(r.player).or_default();
-            row.0 += r.points;
-            if r.points > 0 {
-                row.1 += u64::from(r.response_ms);
-            }
+            state.board(&r.quiz)?.count(r);
         }
         Ok(())
     }
@@ -364,12 +370,7 @@ impl LeaderboardStore for MemoryStore {
                 tiebreak: *tiebreak,
             })
             .collect();
-        rows.sort_by(|a, b| {
-            b.score
-                .cmp(&a.score)
-                .then(a.tiebreak.cmp(&b.tiebreak))
-                .then(a.player.cmp(&b.player))
-        });
+        StandingRow::sort(&mut rows);
         rows.truncate(limit);
         Ok(rows)
     }
@@ -385,14 +386,7 @@ impl LeaderboardStore for MemoryStore {
         state.fence(quiz, epoch)?;
         let mut board = Board::default();
         for r in records.iter().filter(|r| &r.quiz == quiz) {
-            if !board.applied.insert((r.question, r.player)) {
-                continue;
-            }
-            let row = board.scores.entry(r.player).or_default();
-            row.0 += r.points;
-            if r.points > 0 {
-                row.1 += u64::from(r.response_ms);
-            }
+            board.count(r);
         }
         for player in removed {
             board.scores.entry(*player).or_default().2 = true;

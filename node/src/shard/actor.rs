@@ -562,11 +562,8 @@ impl QuizActor {
     }
 
     fn on_durable(&mut self, written: DurableWritten) {
-        let result = if written.answers.as_ref().is_some_and(|a| a.is_ok()) {
-            "ok"
-        } else {
-            "err"
-        };
+        let appended = written.answers.as_ref().is_some_and(|a| a.is_ok());
+        let result = if appended { "ok" } else { "err" };
         self.metrics
             .store_write_seconds
             .with_label_values(&[result])
@@ -575,8 +572,7 @@ impl QuizActor {
             tracing::error!("another node owns this quiz now (fenced); stopping");
             self.fenced = true;
         }
-        if written.answers.as_ref().is_some_and(|a| a.is_ok()) && !written.batch.answers.is_empty()
-        {
+        if appended && !written.batch.answers.is_empty() {
             crate::failpoints::crash("answers_committed");
         }
         let now = now_ms();

@@ -322,9 +322,10 @@ impl Journal {
     pub(super) fn settle_durable(&mut self, written: DurableWritten, now: Instant) {
         self.durable_in_flight = false;
         let batch = written.batch;
-        let answers_failed = matches!(written.answers, Some(Err(_)));
-        let failed = written.players.is_err() || written.progress.is_err() || answers_failed;
-        if written.players.is_err() || written.progress.is_err() {
+        let records_failed = written.players.is_err() || written.progress.is_err();
+        // A failure of the answers alone backs off too: the actor appends them again.
+        let failed = records_failed || matches!(written.answers, Some(Err(_)));
+        if records_failed {
             if !batch.players.is_empty() {
                 self.players_version = self.players_version.max(batch.players_version);
             }
