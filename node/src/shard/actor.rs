@@ -428,9 +428,10 @@ impl QuizActor {
     }
 
     /// Sends a definite refusal of an answer or a host command only once the store confirms
-    /// that this node still owns the quiz. An actor's state may be stale: a zombie owner that closed a
-    /// question in memory without storing it, while a newer owner (which restored the stored
-    /// state) took answers to it, would tell a phone "too late" for an answer the log counts.
+    /// that this node still owns the quiz. An actor's state may be stale: a zombie owner that
+    /// closed a question in memory without storing it, while a newer owner (which restored the
+    /// stored state) took answers to it, would tell a phone "too late" for an answer the log
+    /// counts.
     /// Refusals wait for one read of the quiz's epoch that began after them, shared by every
     /// refusal meanwhile (a burst of late answers costs one read); if another node owns the
     /// quiz, they become `unavailable` (the phone retries and finds the new owner) and the
@@ -469,7 +470,7 @@ impl QuizActor {
     }
 
     fn owner_checked(&mut self, current: Option<Epoch>) {
-        let checked = self.refusals.checking.take().unwrap_or_default();
+        let mut answered = self.refusals.checking.take().unwrap_or_default();
         let still_owner = current == Some(self.epoch);
         if let Some(current) = current.filter(|c| c.0 > self.epoch.0) {
             tracing::error!(
@@ -479,7 +480,6 @@ impl QuizActor {
             );
             self.fenced = true;
         }
-        let mut answered = checked;
         if self.fenced {
             answered.append(&mut self.refusals.next);
         }
