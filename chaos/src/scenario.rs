@@ -306,6 +306,7 @@ impl Rig {
         let url = format!("{}/admin/failpoints/{name}", self.cluster.admin_url(i));
         reqwest::Client::new()
             .post(url)
+            .bearer_auth(quiz_local::DEV_ADMIN_TOKEN)
             .body(actions.to_owned())
             .send()
             .await?
@@ -773,6 +774,7 @@ impl Injector {
                 let url = format!("{}/admin/drain", rig.cluster.admin_url(now));
                 reqwest::Client::new()
                     .post(url)
+                    .bearer_auth(quiz_local::DEV_ADMIN_TOKEN)
                     .send()
                     .await?
                     .error_for_status()?;

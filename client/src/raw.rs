@@ -123,6 +123,19 @@ impl RawSocket {
         Ok(self.ws.write_frame(frame).await?)
     }
 
+    /// Sends a frame without the mask every client frame must carry (RFC 6455 §5.1), to see
+    /// the server refuse it.
+    pub async fn send_unmasked(
+        &mut self,
+        opcode: OpCode,
+        payload: impl Into<Vec<u8>>,
+    ) -> Result<(), RawError> {
+        self.ws.set_auto_apply_mask(false);
+        let sent = self.send_frame(true, opcode, payload).await;
+        self.ws.set_auto_apply_mask(true);
+        sent
+    }
+
     /// Sends a close frame with `code` and `reason`.
     pub async fn close(&mut self, code: u16, reason: &str) -> Result<(), RawError> {
         Ok(self

@@ -5,6 +5,7 @@
 //! a dead peer is noticed late). Both are set here on purpose.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use quinn::{IdleTimeout, TransportConfig, VarInt};
@@ -68,6 +69,13 @@ pub struct EndpointConfig {
     /// How long `close` waits for tasks to stop and peers to acknowledge the close. Default
     /// 1 s.
     pub close_timeout: Duration,
+    /// Counts incoming connections refused in their handshake (no certificate, another CA,
+    /// another cluster, no Hello in time). Anyone can send UDP, so a refusal is logged at most
+    /// once per `refusal_log_interval` (with how many were left out); this is the count. The
+    /// embedder exports it. Default: a fresh counter.
+    pub refused_handshakes: Arc<AtomicU64>,
+    /// At most one log line per this for refused handshakes. Default 10 s.
+    pub refusal_log_interval: Duration,
 }
 
 impl Default for EndpointConfig {
@@ -86,6 +94,8 @@ impl Default for EndpointConfig {
             max_pending_streams: 32,
             max_pending_handshakes: 64,
             close_timeout: Duration::from_secs(1),
+            refused_handshakes: Arc::new(AtomicU64::new(0)),
+            refusal_log_interval: Duration::from_secs(10),
         }
     }
 }

@@ -43,6 +43,8 @@ struct Acceptor {
     config: Arc<EndpointConfig>,
     peers: mpsc::Sender<(Peer, OwnedSemaphorePermit)>,
     permits: Arc<Semaphore>,
+    /// One line per interval for refused handshakes.
+    refusal_log: quiz_net::quiet::Shared,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -86,6 +88,7 @@ impl Endpoint {
             config: config.clone(),
             peers,
             permits: Arc::new(Semaphore::new(config.max_pending_handshakes)),
+            refusal_log: quiz_net::quiet::Shared::new(config.refusal_log_interval),
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
         });
@@ -251,7 +254,15 @@ impl Acceptor {
                     _ = self.peers.send((peer, permit)) => {}
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "refused a peer"),
+            Err(e) => {
+                // Unauthenticated UDP can make as many of these as it likes: count them all,
+                // log a sample.
+                let refused = &self.config.refused_handshakes;
+                refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Some(suppressed) = self.refusal_log.tick() {
+                    tracing::warn!(error = %e, suppressed, "refused a peer");
+                }
+            }
         }
     }
 }

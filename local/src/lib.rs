@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 pub const DEV_IDP_SECRET: &str = "local-idp-secret-local-idp-secret-0123";
 /// The session secret shared by the local router and nodes.
 pub const DEV_SESSION_SECRET: &str = "local-session-secret-local-session-0123";
+/// The admin token of local nodes (their control routes: drain, rebuild, crash points).
+pub use quiz_node::config::DEV_ADMIN_TOKEN;
 /// Issuer and audience of local identity tokens.
 pub const DEV_ISSUER: &str = "quiz-local";
 pub const DEV_AUDIENCE: &str = "quiz-app";
@@ -70,6 +72,8 @@ pub fn dev_router_config(
             quiz_creation_burst: 1_000_000,
             ..Default::default()
         },
+        // The secrets above are published with the code: a local system only.
+        allow_dev_secrets: true,
         ..Default::default()
     }
 }

@@ -142,6 +142,8 @@ impl Plan {
                 admin_listen: ports.tcp()?,
                 store: store.clone(),
                 session_secret: DEV_SESSION_SECRET.into(),
+                admin_token: crate::DEV_ADMIN_TOKEN.into(),
+                allow_dev_secrets: true,
                 cluster: Some(quick_cluster_config(
                     ports.udp()?,
                     ca.display().to_string(),

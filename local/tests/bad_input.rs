@@ -267,6 +267,8 @@ async fn protocol_violations_close_with_the_right_code() {
             ("big", close::TOO_BIG),
             ("fragments", close::TOO_BIG),
             ("bad fragment utf8", close::INVALID_PAYLOAD),
+            ("unmasked", close::PROTOCOL_ERROR),
+            ("text mid-message", close::PROTOCOL_ERROR),
         ];
         for (case, want) in cases {
             let mut sock = s.joined(&format!("u-{case}"), Role::Player).await;
@@ -290,6 +292,18 @@ async fn protocol_violations_close_with_the_right_code() {
                     let _ = sock
                         .send_frame(true, OpCode::Continuation, fragments[2].clone())
                         .await;
+                }
+                "unmasked" => sock
+                    .send_unmasked(OpCode::Text, br#"{"type":"ping"}"#.to_vec())
+                    .await
+                    .unwrap(),
+                "text mid-message" => {
+                    sock.send_frame(false, OpCode::Text, br#"{"type":"#.to_vec())
+                        .await
+                        .unwrap();
+                    sock.send_frame(true, OpCode::Text, br#"{"type":"ping"}"#.to_vec())
+                        .await
+                        .unwrap();
                 }
                 _ => {
                     sock.send_frame(false, OpCode::Text, vec![b'{', 0xe2])
@@ -561,6 +575,41 @@ async fn a_join_refused_as_unavailable_can_be_sent_again_past_the_join_deadline(
             }
         }
         sys.local.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_is_held_to_the_request_budget_and_the_bad_frame_budget() {
+    within(async {
+        let s = setup().await;
+        // Host commands share the socket's request budget (burst 10): a flood of them is
+        // refused with `rate_limited`, and the quiz only sees the first ten.
+        let mut host = s.joined("host", Role::Host).await;
+        for i in 0..15 {
+            let frame = format!(r#"{{"type":"host","command":"pause","ref":"c{i}"}}"#);
+            host.send_text(frame.into_bytes()).await.unwrap();
+        }
+        let mut limited = 0;
+        while limited == 0 {
+            if let ServerMessage::Error(e) = host.recv_message().await.unwrap()
+                && e.code == ErrorCode::RateLimited
+            {
+                limited += 1;
+            }
+        }
+        // Answers and `next` from a host are bad frames: past the budget of 20, a policy close.
+        let mut host = s.joined("host-2", Role::Host).await;
+        for i in 0..21 {
+            let frame = if i % 2 == 0 {
+                r#"{"type":"answer","question":0,"answer_id":"a-1","choice":1}"#.to_string()
+            } else {
+                r#"{"type":"next"}"#.to_string()
+            };
+            host.send_text(frame.into_bytes()).await.unwrap();
+        }
+        assert_eq!(host.closed().await, Some(close::POLICY));
+        s.sys.local.shutdown().await;
     })
     .await;
 }

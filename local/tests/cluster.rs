@@ -449,6 +449,7 @@ async fn quizzes_move_live_when_a_node_joins_and_when_one_drains() {
         );
         reqwest::Client::new()
             .post(drain)
+            .bearer_auth(quiz_local::DEV_ADMIN_TOKEN)
             .send()
             .await
             .unwrap()

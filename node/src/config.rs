@@ -17,19 +17,33 @@ pub struct Config {
     pub node_id: String,
     /// Where phones connect (WebSocket at `/v1/ws`). Default `127.0.0.1:7001`.
     pub listen: SocketAddr,
-    /// Where `/metrics` and `/healthz` are served. Default `127.0.0.1:9101`.
+    /// The admin port: `/metrics` and `/healthz` for anyone who reaches it, and the control
+    /// routes (drain, leaderboard rebuild) for holders of `admin_token`. Keep it on the
+    /// operator's network. Default `127.0.0.1:9101`.
     pub admin_listen: SocketAddr,
     /// The durable store. Default SQLite at `.local/quiz.db`.
     pub store: StoreConfig,
-    /// HS256 secret that session tokens are signed with; the router signs with the same one.
-    /// Default: a development secret (change it for anything but local use).
+    /// HS256 secret that session tokens are signed with: the router's `session.secret`, at
+    /// least 32 random bytes. Required: a node without one does not start, nor one with a
+    /// placeholder or a secret published with the code (unless `allow_dev_secrets`).
     pub session_secret: String,
+    /// Bearer token of the admin port's control routes (`POST /admin/drain`, leaderboard
+    /// rebuilds, crash points): `Authorization: Bearer <admin_token>`, at least 32 random
+    /// bytes. Unset, those routes answer 403 and only `/metrics` and `/healthz` are served.
+    /// Default unset.
+    pub admin_token: String,
+    /// Accept the development secrets published with the code (local clusters and tests
+    /// only: anyone can sign session and host tokens with them). Default false.
+    pub allow_dev_secrets: bool,
     /// Leeway for session token expiry, seconds. Default 5.
     pub session_leeway_s: u64,
     /// Quiz engine tunables (leaderboard interval, replay buffer, grace, typos).
     pub engine: EngineConfig,
     /// Per-connection and per-node limits.
     pub limits: Limits,
+    /// Admission on the phones' port: connection caps counted from accept (in all and per
+    /// address, before the upgrade), header and keep-alive timeouts, descriptors kept back.
+    pub listener: quiz_net::ListenerConfig,
     /// Log as JSON lines instead of human-readable text. Default false.
     pub log_json: bool,
     /// Membership of a multi-node cluster. Absent (the default): a single node that owns
@@ -114,10 +128,10 @@ pub struct Limits {
     /// Bytes queued for one phone before it counts as too slow (close 4008); a single frame
     /// bigger than this still goes out when nothing else is queued. Default 1048576.
     pub send_queue_bytes: usize,
-    /// Sustained answers per second one connection may send; more get `rate_limited`.
-    /// Default 5.
+    /// Sustained requests per second one connection may send (answers, host commands and
+    /// `next` share the budget); more get `rate_limited`. Default 5.
     pub answers_per_sec: u32,
-    /// Burst of answers allowed above the sustained rate. Default 10.
+    /// Burst of those requests allowed above the sustained rate. Default 10.
     pub answer_burst: u32,
     /// Bad frames (malformed, unknown type...) one connection may send per minute before it is
     /// closed with 1008. Default 20.
@@ -130,12 +144,6 @@ pub struct Limits {
     /// Seconds a phone has to send `join` after connecting, and to send it again after a
     /// refused join. Default 10.
     pub join_timeout_s: u64,
-    /// Open connections on this node; each costs ~10 KiB. Keep it under the process's
-    /// open-file limit. Default 18000.
-    pub max_connections: usize,
-    /// Open connections from one IP address (carrier NAT puts many phones behind one).
-    /// Default 10000.
-    pub max_connections_per_ip: usize,
     /// Answers accepted by a quiz but not yet durable; past this, new answers get a retryable
     /// `unavailable`. Default 20000.
     pub max_pending_answers: usize,
@@ -179,8 +187,6 @@ impl Default for Limits {
             ping_interval_s: 25,
             idle_timeout_s: 70,
             join_timeout_s: 10,
-            max_connections: 18_000,
-            max_connections_per_ip: 10_000,
             max_pending_answers: 20_000,
             max_write_batch: 512,
             leaderboard_store_interval_ms: 100,
@@ -197,6 +203,8 @@ impl Default for Limits {
 
 /// The development session secret; [`Config::validate`] warns about it outside local use.
 pub const DEV_SESSION_SECRET: &str = "dev-session-secret-change-me-0123456789";
+/// The admin token of local clusters and tests (published: development only).
+pub const DEV_ADMIN_TOKEN: &str = "local-admin-token-local-admin-token-0123";
 
 impl Default for Config {
     fn default() -> Self {
@@ -210,10 +218,13 @@ impl Default for Config {
                 redis: None,
                 membership_url: None,
             },
-            session_secret: DEV_SESSION_SECRET.into(),
+            session_secret: String::new(),
+            allow_dev_secrets: false,
+            admin_token: String::new(),
             session_leeway_s: 5,
             engine: EngineConfig::default(),
             limits: Limits::default(),
+            listener: quiz_net::ListenerConfig::default(),
             log_json: false,
             cluster: None,
         }
@@ -245,6 +256,9 @@ impl Config {
                 ping_interval_s: 1,
                 ..Limits::default()
             },
+            session_secret: DEV_SESSION_SECRET.into(),
+            admin_token: DEV_ADMIN_TOKEN.into(),
+            allow_dev_secrets: true,
             ..Self::default()
         }
     }
@@ -262,9 +276,17 @@ impl Config {
         if self.node_id.is_empty() || self.node_id.len() > 64 {
             return bad("node_id must be 1-64 characters");
         }
-        if self.session_secret.len() < 32 {
-            return bad("session_secret must be at least 32 bytes");
+        self.check_secret("session_secret", &self.session_secret)?;
+        if !self.admin_token.is_empty() {
+            self.check_secret("admin_token", &self.admin_token)?;
         }
+        let mut listener = Ok(());
+        self.listener.check(|field, problem| {
+            if listener.is_ok() {
+                listener = Err(ConfigError(format!("{field}: {problem}")));
+            }
+        });
+        listener?;
         if !(1024..=16 * 1024 * 1024).contains(&l.max_frame_bytes) {
             return bad("limits.max_frame_bytes must be 1 KiB to 16 MiB");
         }
@@ -280,9 +302,6 @@ impl Config {
         }
         if l.ping_interval_s == 0 || l.idle_timeout_s <= l.ping_interval_s {
             return bad("limits.idle_timeout_s must be longer than ping_interval_s (> 0)");
-        }
-        if l.max_connections == 0 || l.max_connections_per_ip == 0 {
-            return bad("connection limits must be at least 1");
         }
         if l.leaderboard_store_interval_ms > 10_000 {
             return bad("limits.leaderboard_store_interval_ms must be at most 10000");
@@ -316,6 +335,15 @@ impl Config {
         Ok(())
     }
 
+    /// Refuses a secret that is short, a placeholder, or published with the code (the last
+    /// only without `allow_dev_secrets`), naming `field`.
+    fn check_secret(&self, field: &str, secret: &str) -> Result<(), ConfigError> {
+        match quiz_protocol::session::secret_refusal(secret, self.allow_dev_secrets) {
+            Some(why) => Err(ConfigError(format!("{field} {why}"))),
+            None => Ok(()),
+        }
+    }
+
     pub(crate) fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.limits.request_timeout_ms)
     }
@@ -326,10 +354,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_are_valid_and_an_empty_file_parses() {
-        Config::default().validate().unwrap();
+    fn defaults_are_valid_but_for_the_secret_and_an_empty_file_parses() {
         let c: Config = serde_json::from_str("{}").unwrap();
         assert_eq!(c.limits.max_frame_bytes, 65536);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("session_secret is not set"), "{e}");
+        Config {
+            session_secret: "q8Vw1xZr3LpT6nYc0sHf2jKd9mAe5uBg".into(),
+            ..Config::default()
+        }
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
+    fn published_and_placeholder_secrets_are_refused_unless_allowed_for_development() {
+        let mut c = Config {
+            session_secret: DEV_SESSION_SECRET.into(),
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("session_secret is a development secret"), "{e}");
+        c.allow_dev_secrets = true;
+        c.validate().unwrap();
+        // A placeholder is not a development secret: the flag does not let it through.
+        c.session_secret = "REPLACE-ME-with-thirty-two-random-bytes".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("session_secret is a placeholder"), "{e}");
     }
 
     #[test]
@@ -340,22 +391,33 @@ mod tests {
             "deploy/local/cluster/node-1.toml",
             "deploy/local/cluster/node-2.toml",
             "deploy/local/cluster/node-3.toml",
-            "deploy/production/node.toml",
         ] {
             let config = Config::load(&root.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
             config.validate().unwrap_or_else(|e| panic!("{file}: {e}"));
         }
-        let production = Config::load(&root.join("deploy/production/node.toml")).unwrap();
+        // The production template does not start until its placeholder secret is replaced.
+        let mut production = Config::load(&root.join("deploy/production/node.toml")).unwrap();
+        let e = production.validate().unwrap_err().to_string();
+        assert!(e.contains("session_secret is a placeholder"), "{e}");
+        production.session_secret = "q8Vw1xZr3LpT6nYc0sHf2jKd9mAe5uBg".into();
+        production.validate().unwrap();
         assert_eq!(production.store.redis.map(|r| r.nodes.len()), Some(3));
         assert!(production.cluster.is_some());
     }
 
     #[test]
     fn bad_values_are_refused_with_a_reason() {
-        let mut c = Config::default();
-        c.limits.idle_timeout_s = 10;
+        let mut c = Config::for_test("sqlite::memory:");
+        c.limits.idle_timeout_s = 1;
         let e = c.validate().unwrap_err();
         assert!(e.to_string().contains("idle_timeout_s"), "{e}");
+        let mut c = Config::for_test("sqlite::memory:");
+        c.listener.max_handshaking_per_ip = c.listener.max_handshaking + 1;
+        let e = c.validate().unwrap_err();
+        assert!(
+            e.to_string().contains("listener.max_handshaking_per_ip"),
+            "{e}"
+        );
         assert!(serde_json::from_str::<Config>(r#"{"limitz":{}}"#).is_err());
     }
 }

@@ -27,7 +27,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 pub use config::Config;
 pub use quiz_engine::Millis;
 use quiz_store::Stores;
@@ -198,44 +197,41 @@ pub async fn start(
         tracker.spawn(owners.clone().run_membership(stores, ws_url));
     }
 
-    let app = edge
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
-    // Frames are small and latency matters more than packet count.
-    let ws = ws.tap_io(|s| {
-        let _ = s.set_nodelay(true);
-    });
-    let stop = shutdown.clone();
-    tracker.spawn(async move {
-        let served = axum::serve(ws, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "WebSocket listener failed");
-        }
-    });
+    tracker.spawn(quiz_net::serve(
+        ws,
+        edge.router(),
+        config.listener.limits(),
+        metrics.listener.clone(),
+        shutdown.clone(),
+    ));
     let admin_metrics = metrics.clone();
+    let control = Router::new()
+        .route(
+            "/admin/quizzes/{id}/rebuild-leaderboard",
+            post(rebuild_leaderboard),
+        )
+        .route("/admin/drain", post(drain));
+    let control = if failpoints::armable() {
+        tracing::warn!(
+            "crash points can be armed on the admin port ({})",
+            failpoints::ADMIN_ENV
+        );
+        control.route("/admin/failpoints/{name}", post(arm_failpoint))
+    } else {
+        control
+    };
+    let token: Arc<str> = config.admin_token.as_str().into();
+    let control = control.layer(axum::middleware::from_fn(move |request, next| {
+        admin_only(token.clone(), request, next)
+    }));
     let admin_app = Router::new()
         .route(
             "/metrics",
             get(move || std::future::ready(admin_metrics.render())),
         )
         .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/admin/quizzes/{id}/rebuild-leaderboard",
-            post(rebuild_leaderboard),
-        )
-        .route("/admin/drain", post(drain));
-    let admin_app = if failpoints::armable() {
-        tracing::warn!(
-            "crash points can be armed on the admin port ({})",
-            failpoints::ADMIN_ENV
-        );
-        admin_app.route("/admin/failpoints/{name}", post(arm_failpoint))
-    } else {
-        admin_app
-    };
-    let admin_app = admin_app.with_state(shard.clone());
+        .merge(control)
+        .with_state(shard.clone());
     let stop = shutdown.clone();
     tracker.spawn(async move {
         let served = axum::serve(admin, admin_app)
@@ -276,6 +272,43 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 fn local_addr(l: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {
     l.local_addr()
         .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Lets a request to a control route through only with `Authorization: Bearer <admin_token>`;
+/// with no token configured, control routes are off.
+async fn admin_only(
+    token: Arc<str>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use quiz_protocol::ErrorCode;
+    if token.is_empty() {
+        return edge::http_error(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            "control routes are off: set admin_token in the node's config",
+        );
+    }
+    let given = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !same_secret(given.as_bytes(), token.as_bytes()) {
+        return edge::http_error(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "control routes need Authorization: Bearer <admin_token>",
+        );
+    }
+    next.run(request).await
+}
+
+/// Compares in time that depends only on the lengths, not on where the bytes differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `POST /admin/quizzes/{id}/rebuild-leaderboard` on the admin port: rebuilds the quiz's

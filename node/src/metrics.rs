@@ -18,7 +18,8 @@ pub struct Metrics {
     registry: Registry,
     /// Open phone connections.
     pub connections: IntGauge,
-    /// Connections refused, by reason (`capacity`, `per_ip`, `token`).
+    /// Upgrades refused, by reason (`token`). Connections refused by the listener's caps are
+    /// `listener_refused_total`.
     pub refused: IntCounterVec,
     /// Joins, by outcome (`welcome`, `resumed`, or an error code).
     pub joins: IntCounterVec,
@@ -51,6 +52,12 @@ pub struct Metrics {
     /// This process's resident memory and CPU time, read from `/proc` at each scrape.
     pub process_resident_bytes: IntGauge,
     pub process_cpu_seconds: prometheus::Gauge,
+    /// Admission on the phones' port (`quiz_node_listener_…`).
+    pub listener: quiz_net::Metrics,
+    /// Incoming QUIC connections refused in their handshake (counted by the cluster
+    /// endpoint, copied here at each scrape).
+    pub cluster_refused_handshakes: IntCounter,
+    pub(crate) cluster_refused_source: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Metrics {
@@ -120,6 +127,13 @@ impl Metrics {
                 "User and system CPU time of this process",
             )
             .unwrap_or_else(|e| unreachable!("static metric definitions are valid: {e}")),
+            cluster_refused_handshakes: counter(
+                "cluster_refused_handshakes_total",
+                "Incoming QUIC connections refused in their handshake",
+            ),
+            cluster_refused_source: Default::default(),
+            listener: quiz_net::Metrics::register(&registry)
+                .unwrap_or_else(|e| unreachable!("static metric definitions are valid: {e}")),
             registry,
         };
         m.register_all();
@@ -147,6 +161,7 @@ impl Metrics {
             Box::new(self.leaderboard_store_write_seconds.clone()),
             Box::new(self.process_resident_bytes.clone()),
             Box::new(self.process_cpu_seconds.clone()),
+            Box::new(self.cluster_refused_handshakes.clone()),
         ];
         for c in collectors {
             // Each metric is registered exactly once, here, on a fresh registry.
@@ -162,6 +177,12 @@ impl Metrics {
             self.process_resident_bytes.set(rss as i64);
             self.process_cpu_seconds.set(cpu);
         }
+        let refused = self
+            .cluster_refused_source
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let counted = self.cluster_refused_handshakes.get();
+        self.cluster_refused_handshakes
+            .inc_by(refused.saturating_sub(counted));
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::warn!(error = %e, "metrics encoding failed");

@@ -522,6 +522,9 @@ pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     /// A binary frame; this protocol is text only.
     pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// A frame that breaks RFC 6455: unmasked, a new message inside a fragmented one, bad
+    /// framing.
+    pub const PROTOCOL_ERROR: u16 = 1002;
     /// A text frame that is not UTF-8.
     pub const INVALID_PAYLOAD: u16 = 1007;
     /// Too many bad frames, or no `join` within the join timeout.

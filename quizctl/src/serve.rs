@@ -32,6 +32,9 @@ pub(crate) struct RebuildArgs {
     /// The admin address of the node that owns it.
     #[arg(long, default_value = "http://127.0.0.1:9101")]
     node_admin: String,
+    /// The node's `admin_token` (default: the local cluster's).
+    #[arg(long, env = "QUIZ_ADMIN_TOKEN", default_value = quiz_local::DEV_ADMIN_TOKEN, hide_default_value = true)]
+    admin_token: String,
 }
 
 /// `quizctl rebuild`: asks the owning node to rebuild a quiz's leaderboard from the log.
@@ -43,6 +46,7 @@ pub(crate) async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     );
     let response = reqwest::Client::new()
         .post(&url)
+        .bearer_auth(&args.admin_token)
         .send()
         .await
         .with_context(|| url.clone())?;

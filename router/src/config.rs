@@ -20,7 +20,7 @@ use quiz_store::StoreConfig;
 use serde::{Deserialize, Serialize};
 
 /// Shortest accepted HMAC secret, in bytes: HS256 keys shorter than the hash are weak.
-pub const MIN_SECRET_BYTES: usize = 32;
+pub use quiz_protocol::session::MIN_SECRET_BYTES;
 /// Largest weight a node may have; the ring holds `weight × vnodes_per_weight` entries per node.
 pub const MAX_NODE_WEIGHT: u32 = 100;
 
@@ -54,15 +54,19 @@ pub struct Config {
     /// Largest request body, in bytes. A question set of 500 long questions is about 500 KiB.
     /// Default 1 MiB (1048576).
     pub max_body_bytes: usize,
-    /// Most TCP connections open at once on the public listener; further clients wait in the
-    /// accept backlog. Each costs a few KiB of buffers. Default 4096.
-    pub max_connections: usize,
+    /// Admission on the public listener: connection caps counted from accept, in all and
+    /// per address, header and keep-alive timeouts, descriptors kept back.
+    pub listener: quiz_net::ListenerConfig,
     /// A request that takes longer than this is answered 503 `unavailable`, in milliseconds.
     /// Default 10000.
     pub request_timeout_ms: u64,
     /// Rate-limit by the first address of `X-Forwarded-For` instead of the peer address. Only
     /// behind a proxy that sets it: otherwise clients choose their own key. Default false.
     pub trust_forwarded_for: bool,
+    /// Accept the development secrets published with the code as `session.secret` and
+    /// `auth.hs256_secret` (local clusters and tests only: anyone can sign tokens with them).
+    /// Placeholders are refused even so. Default false.
+    pub allow_dev_secrets: bool,
     /// How long the binary waits for requests in flight after SIGINT/SIGTERM, in
     /// milliseconds. Default 10000.
     pub shutdown_grace_ms: u64,
@@ -161,15 +165,33 @@ pub struct ClusterConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Join attempts per client IP (IPv6: per /64) per minute. Default 30.
+    /// Join attempts per client IP (IPv6: per /64) per minute, checked before the token (so
+    /// a flood of bad tokens costs no signature checks). A classroom or a school shares one
+    /// address: the burst is sized for a class joining at once. Default 600.
     pub joins_per_ip_per_minute: u32,
-    /// Join attempts per client IP in a burst. Default 10.
+    /// Join attempts per client IP in a burst. Default 300 (200 phones behind one NAT
+    /// address join within a second).
     pub join_burst: u32,
-    /// Failed lookups of a quiz code (unknown or ill-formed) per client IP per minute; what
-    /// makes guessing codes impractical. Default 10.
+    /// Join attempts per user (the identity token's `sub`) per minute. Default 30.
+    pub joins_per_user_per_minute: u32,
+    /// Join attempts per user in a burst. Default 10.
+    pub join_user_burst: u32,
+    /// Joins of one quiz per minute, from everyone. Default 60000.
+    pub joins_per_quiz_per_minute: u32,
+    /// Joins of one quiz in a burst. Default 20000.
+    pub join_quiz_burst: u32,
+    /// Failed lookups of a quiz code (unknown or ill-formed) per client IP per minute: what
+    /// bounds guessing codes from one address, whatever accounts it uses. Past it every
+    /// lookup from the address, right codes included, is refused until the budget refills
+    /// (else a guesser would learn from 429 vs 200). Default 60.
     pub failed_joins_per_ip_per_minute: u32,
-    /// Failed lookups per client IP in a burst. Default 10.
+    /// Failed lookups per client IP in a burst (a class's typos). Default 30.
     pub failed_join_burst: u32,
+    /// Failed lookups per user per minute: a pupil who mistypes only locks out themself, for
+    /// a while. Default 10.
+    pub failed_joins_per_user_per_minute: u32,
+    /// Failed lookups per user in a burst. Default 10.
+    pub failed_join_user_burst: u32,
     /// Quizzes a user may create per minute. Default 10.
     pub quiz_creations_per_user_per_minute: u32,
     /// Quiz creations per user in a burst. Default 10.
@@ -232,9 +254,10 @@ impl Default for Config {
             vnodes_per_weight: quiz_protocol::ring::DEFAULT_VNODES_PER_WEIGHT,
             limits: LimitsConfig::default(),
             max_body_bytes: 1 << 20,
-            max_connections: 4096,
+            listener: quiz_net::ListenerConfig::default(),
             request_timeout_ms: 10_000,
             trust_forwarded_for: false,
+            allow_dev_secrets: false,
             shutdown_grace_ms: 10_000,
             league_audit_interval_s: 300,
             league_audit_days: 8,
@@ -268,10 +291,16 @@ impl Default for SessionConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
-            joins_per_ip_per_minute: 30,
-            join_burst: 10,
-            failed_joins_per_ip_per_minute: 10,
-            failed_join_burst: 10,
+            joins_per_ip_per_minute: 600,
+            join_burst: 300,
+            joins_per_user_per_minute: 30,
+            join_user_burst: 10,
+            joins_per_quiz_per_minute: 60_000,
+            join_quiz_burst: 20_000,
+            failed_joins_per_ip_per_minute: 60,
+            failed_join_burst: 30,
+            failed_joins_per_user_per_minute: 10,
+            failed_join_user_burst: 10,
             quiz_creations_per_user_per_minute: 10,
             quiz_creation_burst: 10,
             max_tracked_clients: 100_000,
@@ -373,6 +402,12 @@ impl Config {
                 join_burst: 10_000,
                 failed_joins_per_ip_per_minute: 10_000,
                 failed_join_burst: 10_000,
+                joins_per_user_per_minute: 10_000,
+                join_user_burst: 10_000,
+                joins_per_quiz_per_minute: 10_000,
+                join_quiz_burst: 10_000,
+                failed_joins_per_user_per_minute: 10_000,
+                failed_join_user_burst: 10_000,
                 quiz_creations_per_user_per_minute: 10_000,
                 quiz_creation_burst: 10_000,
                 max_tracked_clients: 1_000,
@@ -395,9 +430,20 @@ impl Config {
             bad("store.database_url", "must be set");
         }
         self.auth.check(&mut bad);
-        if self.session.secret.len() < MIN_SECRET_BYTES {
-            bad("session.secret", "must be at least 32 bytes");
+        if let Some(secret) = &self.auth.hs256_secret {
+            check_secret(
+                "auth.hs256_secret",
+                secret,
+                self.allow_dev_secrets,
+                &mut bad,
+            );
         }
+        check_secret(
+            "session.secret",
+            &self.session.secret,
+            self.allow_dev_secrets,
+            &mut bad,
+        );
         if self.auth.hs256_secret.as_deref() == Some(self.session.secret.as_str()) {
             bad(
                 "session.secret",
@@ -418,9 +464,7 @@ impl Config {
         if !(1024..=64 << 20).contains(&self.max_body_bytes) {
             bad("max_body_bytes", "must be 1 KiB to 64 MiB");
         }
-        if !(1..=1_000_000).contains(&self.max_connections) {
-            bad("max_connections", "must be 1-1000000");
-        }
+        self.listener.check(&mut bad);
         if !(100..=600_000).contains(&self.request_timeout_ms) {
             bad("request_timeout_ms", "must be 100-600000");
         }
@@ -499,6 +543,14 @@ impl ClusterConfig {
     }
 }
 
+/// Refuses a secret that is short, a placeholder, or published with the code (the last only
+/// when development secrets are not allowed).
+fn check_secret(field: &str, secret: &str, allow_dev: bool, bad: &mut impl FnMut(&str, &str)) {
+    if let Some(why) = quiz_protocol::session::secret_refusal(secret, allow_dev) {
+        bad(field, why);
+    }
+}
+
 impl AuthConfig {
     fn check(&self, bad: &mut impl FnMut(&str, &str)) {
         if self.issuer.is_empty() {
@@ -522,11 +574,6 @@ impl AuthConfig {
                 "auth",
                 "set only one of hs256_secret, rs256_public_key_pem, es256_public_key_pem",
             ),
-        }
-        if let Some(secret) = &self.hs256_secret
-            && secret.len() < MIN_SECRET_BYTES
-        {
-            bad("auth.hs256_secret", "must be at least 32 bytes");
         }
         if let Some(pem) = &self.rs256_public_key_pem
             && DecodingKey::from_rsa_pem(pem.as_bytes()).is_err()
@@ -567,6 +614,21 @@ impl LimitsConfig {
             ),
             ("limits.failed_join_burst", self.failed_join_burst),
             (
+                "limits.joins_per_user_per_minute",
+                self.joins_per_user_per_minute,
+            ),
+            ("limits.join_user_burst", self.join_user_burst),
+            (
+                "limits.joins_per_quiz_per_minute",
+                self.joins_per_quiz_per_minute,
+            ),
+            ("limits.join_quiz_burst", self.join_quiz_burst),
+            (
+                "limits.failed_joins_per_user_per_minute",
+                self.failed_joins_per_user_per_minute,
+            ),
+            ("limits.failed_join_user_burst", self.failed_join_user_burst),
+            (
                 "limits.quiz_creations_per_user_per_minute",
                 self.quiz_creations_per_user_per_minute,
             ),
@@ -594,8 +656,10 @@ mod tests {
         local.validate().unwrap();
         let cluster = Config::load(&root.join("deploy/local/cluster/router.toml")).unwrap();
         assert!(cluster.cluster.is_some() && cluster.nodes.is_empty());
-        // The production file parses; its key is a placeholder until deployed.
+        // The production file parses, and does not start until its placeholders are replaced.
         let production = Config::load(&root.join("deploy/production/router.toml")).unwrap();
+        let e = problems(&production);
+        assert!(e.contains("session.secret: is a placeholder"), "{e}");
         assert!(production.store.redis.is_some());
         assert!(!production.auth.dev_tokens);
         assert!(production.cluster.is_some() && production.nodes.is_empty());
@@ -620,7 +684,7 @@ mod tests {
         assert_eq!(config.auth.leeway_s, 5);
         assert_eq!(config.session.ttl_s, 3600);
         assert_eq!(config.vnodes_per_weight, 160);
-        assert_eq!(config.limits.joins_per_ip_per_minute, 30);
+        assert_eq!(config.limits.joins_per_ip_per_minute, 600);
         assert_eq!(config.max_body_bytes, 1 << 20);
         assert!(!config.auth.dev_tokens && !config.trust_forwarded_for);
         // The defaults alone name no key, secret or node: refused, with each field named.
@@ -659,13 +723,21 @@ mod tests {
         assert_eq!(config.nodes[0].weight, 1);
         assert_eq!(config.nodes[1].weight, 2);
         assert_eq!(config.limits.join_burst, 20);
-        assert_eq!(config.limits.joins_per_ip_per_minute, 30);
+        assert_eq!(config.limits.joins_per_ip_per_minute, 600);
         assert_eq!(config.store.pool_size, 8);
     }
 
     #[test]
-    fn the_example_file_is_valid() {
-        let config = Config::from_toml(include_str!("../router.example.toml")).unwrap();
+    fn the_example_file_is_valid_once_its_secrets_are_replaced() {
+        let mut config = Config::from_toml(include_str!("../router.example.toml")).unwrap();
+        let e = problems(&config);
+        assert!(
+            e.contains("auth.hs256_secret: is a development secret"),
+            "{e}"
+        );
+        assert!(e.contains("session.secret: is a development secret"), "{e}");
+        config.auth.hs256_secret = Some("Zt4vQ9pL2wX7kR1mN8sB3cF6hJ0gD5yA".into());
+        config.session.secret = "q8Vw1xZr3LpT6nYc0sHf2jKd9mAe5uBg".into();
         config.validate().unwrap();
         assert_eq!(config.nodes.len(), 2);
         assert_eq!(config.limits, LimitsConfig::default());

@@ -25,7 +25,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use quiz_store::Stores;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -38,7 +37,6 @@ mod error;
 mod limit;
 mod membership;
 mod metrics;
-mod net;
 
 pub use auth::KeyError;
 pub use config::{
@@ -47,7 +45,6 @@ pub use config::{
 
 use api::{App, AppState};
 use metrics::Metrics;
-use net::LimitedListener;
 
 /// Why the router could not start.
 #[derive(Debug, thiserror::Error)]
@@ -173,17 +170,14 @@ pub async fn start(
         ));
     }
 
-    let public = api::routes(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let listener = LimitedListener::new(http, config.max_connections).tap_io(|s| s.set_nodelay());
-    let stop = shutdown.clone();
-    tasks.spawn(async move {
-        let served = axum::serve(listener, public)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "public listener failed");
-        }
-    });
+    let public = api::routes(app.clone());
+    tasks.spawn(quiz_net::serve(
+        http,
+        public,
+        config.listener.limits(),
+        app.metrics.listener.clone(),
+        shutdown.clone(),
+    ));
 
     let admin_routes = admin_routes(app);
     let stop = shutdown.clone();

@@ -22,6 +22,8 @@ pub(crate) struct Metrics {
     pub(crate) standings_repairs: IntCounterVec,
     /// The ring this router places quizzes with.
     pub(crate) ring: RingMetrics,
+    /// Admission on the public listener (`quiz_router_listener_…`).
+    pub(crate) listener: quiz_net::Metrics,
 }
 
 /// The ring and its membership task. Cheap to clone (the metrics are shared).
@@ -99,7 +101,9 @@ impl Metrics {
         registry.register(Box::new(joins.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(standings_repairs.clone()))?;
+        let listener = quiz_net::Metrics::register(&registry)?;
         Ok(Metrics {
+            listener,
             registry,
             http_requests,
             http_latency,

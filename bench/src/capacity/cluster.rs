@@ -338,7 +338,7 @@ fn production_settings(plan: &mut Plan, max_connections: Option<usize>) {
         }
         node.limits.shutdown_grace_s = 10;
         if let Some(max) = max_connections {
-            node.limits.max_connections = max;
+            node.listener.max_connections = max;
         }
     }
     if let Some(c) = plan.router.cluster.as_mut() {
@@ -347,8 +347,10 @@ fn production_settings(plan: &mut Plan, max_connections: Option<usize>) {
         c.push_interval_ms = defaults.push_interval_ms;
         c.push_timeout_ms = defaults.push_timeout_ms;
     }
-    // Phones of a big quiz join at once: the router's listener takes them all.
-    plan.router.max_connections = 65_536;
+    // Phones of a big quiz join at once, a few load processes' addresses for all of them:
+    // the router's listener takes them all (its open-file limit lowers this, saying so).
+    plan.router.listener.max_connections = 65_536;
+    plan.router.listener.max_connections_per_ip = 65_536;
 }
 
 fn metric(text: &str, name: &str) -> f64 {

@@ -21,6 +21,17 @@ async fn raw_outcome(
     }
 }
 
+/// Waits (at most 10 s) until `check` holds.
+async fn eventually_true(check: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("never came true");
+}
+
 fn is_tls_refusal(e: &quinn::ConnectionError) -> bool {
     // A TLS alert travels as a QUIC CONNECTION_CLOSE with a crypto error code.
     matches!(
@@ -65,8 +76,13 @@ async fn a_client_without_a_certificate_is_refused() {
         let mut server = cluster.echo_server("node-1");
 
         let client = raw_client(&cluster.ca.cert_pem(), None);
-        let outcome = raw_outcome(&client, server.addr()).await;
-        assert!(is_tls_refusal(&outcome), "{outcome}");
+        for _ in 0..20 {
+            let outcome = raw_outcome(&client, server.addr()).await;
+            assert!(is_tls_refusal(&outcome), "{outcome}");
+        }
+        // Every refusal is counted for the metrics (and logged at a bounded rate).
+        let refused = &cluster.config.refused_handshakes;
+        eventually_true(|| refused.load(std::sync::atomic::Ordering::Relaxed) == 20).await;
 
         still_serves(&cluster, &mut server, "node-2").await;
         server.endpoint.close().await;

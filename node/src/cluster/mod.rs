@@ -96,6 +96,7 @@ impl Owners {
         let mut endpoint_config = EndpointConfig::new(cluster.name.clone());
         endpoint_config.idle_timeout = Duration::from_millis(cluster.peer_idle_timeout_ms);
         endpoint_config.keep_alive_interval = Some(endpoint_config.idle_timeout / 4);
+        endpoint_config.refused_handshakes = metrics.cluster_refused_source.clone();
         let me = NodeId(config.node_id.clone());
         let endpoint = Endpoint::bind(cluster.listen, me, &tls, endpoint_config)
             .map_err(|e| format!("cluster endpoint on {}: {e}", cluster.listen))?;

@@ -23,10 +23,10 @@ use quiz_protocol::{AnswerId, DecodeError, ErrorCode, PlayerNo};
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
 
+use super::Edge;
 use super::frames::FrameReader;
 use super::outbox::{Out, Outbox, Refused};
 use super::room::RoomHandle;
-use super::{Admission, Edge};
 use crate::auth::Session;
 use crate::now_ms;
 
@@ -99,12 +99,7 @@ impl Conn {
 }
 
 /// Serves one upgraded WebSocket until it closes.
-pub(super) async fn serve(
-    edge: Arc<Edge>,
-    ws: WebSocket<Stream>,
-    session: Session,
-    admission: Admission,
-) {
+pub(super) async fn serve(edge: Arc<Edge>, ws: WebSocket<Stream>, session: Session) {
     // The upgrade's own read buffer goes with it; the frame reader makes one when needed.
     let (read, write) = tokio::io::split(ws.into_inner());
     let (_, write) = fastwebsockets::after_handshake_split(
@@ -133,12 +128,11 @@ pub(super) async fn serve(
         joined: None,
         join_deadline: Instant::now() + Duration::from_secs(edge.config.limits.join_timeout_s),
         bad_frames: RateWindow::new(Duration::from_secs(60)),
-        answers: TokenBucket::new(
+        requests: TokenBucket::new(
             edge.config.limits.answers_per_sec,
             edge.config.limits.answer_burst,
         ),
         fragments: None,
-        _admission: admission,
     };
     let reader = edge.tracker.spawn(reader.run(read));
     let writer = write_loop(edge.clone(), write, conn.clone());
@@ -249,10 +243,10 @@ struct Reader {
     /// the connect, and again after each refused join (a phone that keeps trying is not idle).
     join_deadline: Instant,
     bad_frames: RateWindow,
-    answers: TokenBucket,
+    /// Answers, host commands and `next`, one budget per socket.
+    requests: TokenBucket,
     /// A fragmented text message being reassembled.
     fragments: Option<Vec<u8>>,
-    _admission: Admission,
 }
 
 impl Drop for Reader {
@@ -312,6 +306,10 @@ impl Reader {
             self.conn.last_seen.store(now_ms(), Ordering::Relaxed);
             let keep_going = match frame.opcode {
                 // Boxed: a quiet phone's task holds only what waiting for a frame needs.
+                // A new message while a fragmented one is unfinished: RFC 6455 §5.4.
+                OpCode::Text if self.fragments.is_some() => {
+                    self.protocol_close(close::PROTOCOL_ERROR)
+                }
                 OpCode::Text if frame.fin => Box::pin(self.on_text(&frame.payload)).await,
                 OpCode::Text => self.start_fragments(&frame.payload),
                 OpCode::Continuation => match self.continue_fragments(&frame.payload, frame.fin) {
@@ -346,7 +344,7 @@ impl Reader {
                 self.conn.kill.cancel();
                 return;
             }
-            _ => 1002,
+            _ => close::PROTOCOL_ERROR,
         };
         self.protocol_close(code);
     }
@@ -360,7 +358,7 @@ impl Reader {
 
     fn start_fragments(&mut self, payload: &[u8]) -> bool {
         if self.fragments.is_some() {
-            return self.protocol_close(1002);
+            return self.protocol_close(close::PROTOCOL_ERROR);
         }
         self.fragments = Some(payload.to_vec());
         true
@@ -370,7 +368,7 @@ impl Reader {
     /// more is expected, `None` after closing the connection.
     fn continue_fragments(&mut self, payload: &[u8], fin: bool) -> Option<Option<Vec<u8>>> {
         let Some(buf) = self.fragments.as_mut() else {
-            self.protocol_close(1002);
+            self.protocol_close(close::PROTOCOL_ERROR);
             return None;
         };
         if buf.len() + payload.len() > self.edge.config.limits.max_frame_bytes {
@@ -500,9 +498,9 @@ impl Reader {
                 Some(frame.answer_id),
                 None,
             );
-            return true;
+            return self.bad_frame_counted();
         };
-        if !self.answers.take() {
+        if !self.requests.take() {
             self.edge
                 .metrics
                 .answers
@@ -565,6 +563,15 @@ impl Reader {
                 frame.reference,
             );
         }
+        if !self.requests.take() {
+            self.conn.error(
+                ErrorCode::RateLimited,
+                "too many commands; slow down",
+                None,
+                frame.reference,
+            );
+            return true;
+        }
         let request = EdgeRequest::Host {
             user: self.session.user.clone(),
             command: frame.command,
@@ -577,14 +584,21 @@ impl Reader {
 
     fn next(&mut self, reference: Option<String>) -> bool {
         let Some(player) = self.joined.as_ref().and_then(|j| j.player) else {
-            self.conn.error(
+            return self.bad_frame(
                 ErrorCode::BadMessage,
                 "hosts do not take questions",
+                reference,
+            );
+        };
+        if !self.requests.take() {
+            self.conn.error(
+                ErrorCode::RateLimited,
+                "too many requests; slow down",
                 None,
                 reference,
             );
             return true;
-        };
+        }
         self.spawn_request(
             EdgeRequest::Next { player },
             Refusal::of_command(reference),

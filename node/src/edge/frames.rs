@@ -95,6 +95,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
         let live = self.live.as_mut().expect("a reader was just made");
         let frame = live.read_frame(obligated).await?;
+        if lock(&self.source).bounds.unmasked {
+            // A protocol error (close 1002), like the others fastwebsockets reports.
+            return Err(WebSocketError::InvalidValue);
+        }
         let frame = InFrame {
             fin: frame.fin,
             opcode: frame.opcode,
@@ -164,6 +168,9 @@ struct Bounds {
     header_len: usize,
     payload_left: u64,
     completed: u64,
+    /// A frame came without a mask: RFC 6455 §5.1 makes a server close the connection
+    /// (fastwebsockets 0.10 does not check).
+    unmasked: bool,
 }
 
 impl Bounds {
@@ -192,7 +199,7 @@ impl Bounds {
     }
 
     /// The payload length once the header gathered so far is complete.
-    fn payload_len(&self) -> Option<u64> {
+    fn payload_len(&mut self) -> Option<u64> {
         let h = &self.header;
         if self.header_len < 2 {
             return None;
@@ -206,6 +213,9 @@ impl Bounds {
         let mask = if h[1] & 0x80 != 0 { 4 } else { 0 };
         if self.header_len < 2 + extra + mask {
             return None;
+        }
+        if mask == 0 {
+            self.unmasked = true;
         }
         Some(match extra {
             0 => u64::from(code),

@@ -11,7 +11,7 @@ mod outbox;
 mod room;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -24,7 +24,6 @@ use quiz_protocol::ErrorCode;
 use quiz_protocol::QuizId;
 use quiz_protocol::cluster::Rejection;
 use serde::Deserialize;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -43,8 +42,6 @@ pub(crate) struct Edge {
     pub(crate) metrics: Metrics,
     keys: SessionKeys,
     rooms: Mutex<HashMap<QuizId, RoomHandle>>,
-    connections: Arc<Semaphore>,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
 }
@@ -59,12 +56,10 @@ impl Edge {
     ) -> Arc<Self> {
         Arc::new(Self {
             keys: SessionKeys::new(&config.session_secret, config.session_leeway_s),
-            connections: Arc::new(Semaphore::new(config.limits.max_connections)),
             config,
             owners,
             metrics,
             rooms: Mutex::new(HashMap::new()),
-            per_ip: Mutex::new(HashMap::new()),
             tracker,
             shutdown,
         })
@@ -112,74 +107,6 @@ impl Edge {
             rooms.remove(quiz);
         }
     }
-
-    /// Takes a connection slot for `ip`, or refuses with the response to send.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, Refused> {
-        let permit = self.connections.clone().try_acquire_owned().map_err(|_| {
-            self.metrics.refused.with_label_values(&["capacity"]).inc();
-            Refused::Capacity
-        })?;
-        let mut per_ip = crate::shard::lock(&self.per_ip);
-        let count = per_ip.entry(ip).or_insert(0);
-        if *count >= self.config.limits.max_connections_per_ip {
-            self.metrics.refused.with_label_values(&["per_ip"]).inc();
-            return Err(Refused::PerIp);
-        }
-        *count += 1;
-        Ok(Admission {
-            edge: self.clone(),
-            ip,
-            _permit: permit,
-        })
-    }
-}
-
-/// Why a connection was not admitted.
-enum Refused {
-    Capacity,
-    PerIp,
-}
-
-impl IntoResponse for Refused {
-    fn into_response(self) -> Response {
-        match self {
-            Refused::Capacity => http_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::Unavailable,
-                "this node is full; try another",
-            ),
-            Refused::PerIp => {
-                let mut response = http_error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    ErrorCode::RateLimited,
-                    "too many connections from this address",
-                );
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-                response
-            }
-        }
-    }
-}
-
-/// A connection's slot; dropping it frees the slot.
-pub(crate) struct Admission {
-    edge: Arc<Edge>,
-    ip: IpAddr,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        let mut per_ip = crate::shard::lock(&self.edge.per_ip);
-        if let Some(count) = per_ip.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                per_ip.remove(&self.ip);
-            }
-        }
-    }
 }
 
 #[derive(Deserialize)]
@@ -218,10 +145,6 @@ async fn upgrade(
             return http_error(StatusCode::UNAUTHORIZED, code, &e.to_string());
         }
     };
-    let admission = match edge.admit(peer.ip()) {
-        Ok(a) => a,
-        Err(refused) => return refused.into_response(),
-    };
     let (response, socket) = match upgrade.upgrade() {
         Ok(pair) => pair,
         Err(e) => {
@@ -239,7 +162,7 @@ async fn upgrade(
     tracker.spawn(
         async move {
             match socket.await {
-                Ok(ws) => conn::serve(edge, ws, session, admission).await,
+                Ok(ws) => conn::serve(edge, ws, session).await,
                 Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
             }
         }

@@ -3,8 +3,10 @@
 //! session token bound to (user, quiz, role). Adding the player is the owner's job, when the
 //! phone opens its WebSocket; kicks and quiz size are enforced there.
 //!
-//! Two limits apply per client address: join attempts, and failed lookups (a code that is
-//! ill-formed or unknown), which is what makes guessing quiz codes impractical.
+//! Join attempts are limited per client address (before the token is read), per user and per
+//! quiz; failed lookups (a code that is ill-formed or unknown) per address and per user, apart
+//! from valid joins: that is what makes guessing quiz codes impractical while a class behind
+//! one NAT address joins at once, and a pupil's typos lock out only that pupil.
 
 use std::time::Instant;
 
@@ -75,7 +77,14 @@ async fn admit(
     code: &str,
     request: JoinRequest,
 ) -> Result<Joined, ApiError> {
-    let quiz = find_quiz(app, ip, code).await?;
+    let now = Instant::now();
+    if let Err(wait) = app.limits.join_user.acquire(&caller.user, now) {
+        return Err(app.rate_limited("join_user", wait));
+    }
+    let quiz = find_quiz(app, ip, &caller.user, code).await?;
+    if let Err(wait) = app.limits.join_quiz.acquire(&quiz.id, now) {
+        return Err(app.rate_limited("join_quiz", wait));
+    }
     if quiz.progress.phase == Phase::Ended {
         return Err(ApiError::QuizEnded);
     }

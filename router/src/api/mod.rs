@@ -63,10 +63,13 @@ pub(crate) struct App {
 
 /// The rate limiters.
 pub(crate) struct Limits {
-    /// Join attempts per client address.
+    /// Join attempts per client address, per user and per quiz.
     pub(crate) join: RateLimiter<IpAddr>,
-    /// Lookups of quiz codes that do not exist, per client address.
+    pub(crate) join_user: RateLimiter<UserId>,
+    pub(crate) join_quiz: RateLimiter<QuizId>,
+    /// Lookups of quiz codes that do not exist, per client address and per user.
     pub(crate) failed_lookup: RateLimiter<IpAddr>,
+    pub(crate) failed_lookup_user: RateLimiter<UserId>,
     /// Quiz creations per user.
     pub(crate) create_quiz: RateLimiter<UserId>,
 }
@@ -91,9 +94,24 @@ impl App {
                     l.join_burst,
                     l.max_tracked_clients,
                 ),
+                join_user: RateLimiter::new(
+                    l.joins_per_user_per_minute,
+                    l.join_user_burst,
+                    l.max_tracked_clients,
+                ),
+                join_quiz: RateLimiter::new(
+                    l.joins_per_quiz_per_minute,
+                    l.join_quiz_burst,
+                    l.max_tracked_clients,
+                ),
                 failed_lookup: RateLimiter::new(
                     l.failed_joins_per_ip_per_minute,
                     l.failed_join_burst,
+                    l.max_tracked_clients,
+                ),
+                failed_lookup_user: RateLimiter::new(
+                    l.failed_joins_per_user_per_minute,
+                    l.failed_join_user_burst,
                     l.max_tracked_clients,
                 ),
                 create_quiz: RateLimiter::new(

@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use quiz_engine::{Millis, PlayerRecord, Progress, RankKey};
 use quiz_protocol::ids::QUIZ_ID_LEN;
 use quiz_protocol::{
-    ContentError, Epoch, Mode, Phase, PlayerNo, Question, QuestionSet, QuizId, QuizSettings,
+    ContentError, Epoch, Mode, Phase, PlayerNo, Question, QuestionSet, QuizId, QuizSettings, UserId,
 };
 use quiz_store::{QuizRecord, StandingRow, StoreError};
 use serde::{Deserialize, Serialize};
@@ -145,11 +145,11 @@ pub(crate) async fn create(
 /// `GET /v1/quizzes/{id}`.
 pub(crate) async fn info(
     State(app): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     ClientIp(ip): ClientIp,
     PathId(code): PathId,
 ) -> Result<Json<QuizSummary>, ApiError> {
-    let quiz = find_quiz(&app, ip, &code).await?;
+    let quiz = find_quiz(&app, ip, &caller.user, &code).await?;
     let players = app.stores.quizzes.players(&quiz.id).await?;
     Ok(Json(QuizSummary {
         mode: quiz.settings.mode,
@@ -165,7 +165,7 @@ pub(crate) async fn info(
 /// `GET /v1/quizzes/{id}/standings?limit=N`: final standings, once the quiz has ended.
 pub(crate) async fn standings(
     State(app): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     ClientIp(ip): ClientIp,
     PathId(code): PathId,
     QueryParams(query): QueryParams<StandingsQuery>,
@@ -176,7 +176,7 @@ pub(crate) async fn standings(
             "limit must be 1-{MAX_STANDINGS}"
         )));
     }
-    let quiz = find_quiz(&app, ip, &code).await?;
+    let quiz = find_quiz(&app, ip, &caller.user, &code).await?;
     if quiz.progress.phase != Phase::Ended {
         return Err(ApiError::Conflict("the quiz has not finished".into()));
     }
@@ -233,9 +233,18 @@ fn repairs(app: &App) -> std::sync::MutexGuard<'_, Repairs> {
 
 /// Looks up a quiz by a code as typed. An ill-formed or unknown code is charged to the
 /// client's failed-lookup bucket; an empty bucket refuses the lookup before the store is asked.
-pub(crate) async fn find_quiz(app: &App, ip: IpAddr, code: &str) -> Result<QuizRecord, ApiError> {
-    if let Err(wait) = app.limits.failed_lookup.check(&ip, Instant::now()) {
+pub(crate) async fn find_quiz(
+    app: &App,
+    ip: IpAddr,
+    user: &UserId,
+    code: &str,
+) -> Result<QuizRecord, ApiError> {
+    let now = Instant::now();
+    if let Err(wait) = app.limits.failed_lookup.check(&ip, now) {
         return Err(app.rate_limited("failed_lookup", wait));
+    }
+    if let Err(wait) = app.limits.failed_lookup_user.check(user, now) {
+        return Err(app.rate_limited("failed_lookup_user", wait));
     }
     let found = match QuizId::parse(code) {
         Err(e) => Err(ApiError::BadRequest(e.to_string())),
@@ -247,7 +256,8 @@ pub(crate) async fn find_quiz(app: &App, ip: IpAddr, code: &str) -> Result<QuizR
             .ok_or(ApiError::UnknownQuiz),
     };
     if found.is_err() {
-        app.limits.failed_lookup.charge(&ip, Instant::now());
+        app.limits.failed_lookup.charge(&ip, now);
+        app.limits.failed_lookup_user.charge(user, now);
     }
     found
 }

@@ -11,6 +11,14 @@ use serde_json::{Value, json};
 
 use crate::support::{Harness, Reply, now_s, within};
 
+/// The test config with the production rate limits.
+fn with_default_limits() -> Config {
+    Config {
+        limits: quiz_router::LimitsConfig::default(),
+        ..Config::for_test()
+    }
+}
+
 async fn join(h: &Harness, quiz: &str, token: &str, body: Value) -> Reply {
     h.post(&format!("/v1/quizzes/{quiz}/join"), Some(token), &body)
         .await
@@ -346,6 +354,103 @@ async fn quiz_ids_in_replies_are_canonical() {
         let got = reply.expect_ok(200)["quiz_id"].as_str().unwrap().to_owned();
         assert_eq!(QuizId::parse(&got).unwrap(), id);
         assert_eq!(got, id.as_str());
+        h.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_class_behind_one_address_joins_at_once_with_the_default_limits() {
+    within(async {
+        let h = Harness::with(with_default_limits()).await;
+        let id = h.quiz_by("teacher").await;
+        // Two hundred pupils on one school's NAT address (every test request comes from
+        // 127.0.0.1), all in the same second.
+        let joins = (0..200).map(|i| {
+            let token = h.player(&format!("pupil-{i}"));
+            let body = json!({"nickname": format!("Pupil {i}")});
+            let h = &h;
+            let id = id.clone();
+            async move { join(h, id.as_str(), &token, body).await }
+        });
+        for reply in futures_util::future::join_all(joins).await {
+            reply.expect_ok(200);
+        }
+        h.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_pupil_who_mistypes_locks_out_only_themself() {
+    within(async {
+        let h = Harness::with(with_default_limits()).await;
+        let id = h.quiz_by("teacher").await;
+        let body = json!({"nickname": "Pat"});
+        let clumsy = h.player("clumsy");
+        for _ in 0..10 {
+            join(&h, "AAAAAA", &clumsy, body.clone())
+                .await
+                .expect_error(404, "unknown_quiz");
+        }
+        // The pupil's own budget is spent, the address's is not.
+        join(&h, id.as_str(), &clumsy, body.clone())
+            .await
+            .expect_error(429, "rate_limited");
+        join(&h, id.as_str(), &h.player("careful"), body)
+            .await
+            .expect_ok(200);
+        h.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_code_guesser_with_many_accounts_is_stopped_by_address() {
+    within(async {
+        let h = Harness::with(with_default_limits()).await;
+        let id = h.quiz_by("teacher").await;
+        let body = json!({"nickname": "Guess"});
+        let mut refused_at = None;
+        for i in 0..100 {
+            // A fresh account for every guess: only the address's budget can stop it.
+            let guess = format!("G{:05}", i);
+            let reply = join(&h, &guess, &h.player(&format!("guesser-{i}")), body.clone()).await;
+            if reply.status == 429 {
+                refused_at = Some(i);
+                break;
+            }
+            assert!(matches!(reply.status.as_u16(), 400 | 404), "{reply:?}");
+        }
+        assert_eq!(
+            refused_at,
+            Some(30),
+            "the burst of failed lookups per address"
+        );
+        // And a right code from that address is refused too, so a 429 tells nothing.
+        join(&h, id.as_str(), &h.player("guesser-x"), body)
+            .await
+            .expect_error(429, "rate_limited");
+        h.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_user_is_limited_in_joins() {
+    within(async {
+        let h = Harness::with(with_default_limits()).await;
+        let id = h.quiz_by("teacher").await;
+        let token = h.player("restless");
+        let body = json!({"nickname": "Restless"});
+        for _ in 0..10 {
+            join(&h, id.as_str(), &token, body.clone())
+                .await
+                .expect_ok(200);
+        }
+        join(&h, id.as_str(), &token, body)
+            .await
+            .expect_error(429, "rate_limited");
         h.shutdown().await;
     })
     .await;
