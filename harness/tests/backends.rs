@@ -15,9 +15,13 @@ use tokio::time::timeout;
 const ORPHAN_ENV: &str = "QUIZ_HARNESS_ORPHAN";
 
 async fn connect(port: u16) -> redis::aio::MultiplexedConnection {
+    // `WAIT` may block for its own 5 s (a replica still syncing on a busy machine): longer
+    // than the client's default response timeout.
+    let config = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(std::time::Duration::from_secs(10)));
     redis::Client::open(format!("redis://127.0.0.1:{port}"))
         .unwrap()
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&config)
         .await
         .unwrap()
 }

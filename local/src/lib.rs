@@ -440,7 +440,8 @@ fn port_in_use(e: &quiz_node::StartError) -> bool {
     }
 }
 
-/// Loads the shipped question sets (the English bank and the demo) into the store.
+/// Loads the shipped question sets (the English bank and the demo) into the store, as the
+/// system's, public: every host may create quizzes from them; only admins read their answers.
 pub async fn seed(stores: &Stores) -> anyhow::Result<()> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -448,7 +449,11 @@ pub async fn seed(stores: &Stores) -> anyhow::Result<()> {
         .as_millis() as i64;
     for json in [ENGLISH_BANK_JSON, DEMO_SET_JSON] {
         let set = parse_set(json)?;
-        stores.content.put_question_set(&set, now).await?;
+        let access = quiz_store::SetAccess::public("");
+        stores
+            .content
+            .put_question_set(&set, &access, true, now)
+            .await?;
     }
     Ok(())
 }

@@ -68,3 +68,86 @@ impl SessionKeys {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The session-token check under arbitrary and mutated tokens (a fuzz target on the
+    //! stable toolchain; `QUIZ_FUZZ_CASES` sets the cases, as in `protocol/tests/fuzz.rs`).
+    use super::*;
+    use proptest::prelude::*;
+    use quiz_protocol::client::Role;
+    use quiz_protocol::session::{SESSION_AUDIENCE, SESSION_ISSUER, SessionClaims};
+
+    const SECRET: &str = "q8Vw1xZr3LpT6nYc0sHf2jKd9mAe5uBg";
+
+    fn valid_token() -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = SessionClaims {
+            sub: "user-1".into(),
+            quiz: "ACDEFG".into(),
+            role: Role::Player,
+            nick: "Pat".into(),
+            aud: SESSION_AUDIENCE.into(),
+            iss: SESSION_ISSUER.into(),
+            iat: now,
+            exp: now + 600,
+        };
+        let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+    }
+
+    fn config() -> ProptestConfig {
+        let cases = std::env::var("QUIZ_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2_000);
+        ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    #[test]
+    fn the_valid_token_passes() {
+        let keys = SessionKeys::new(SECRET, 5);
+        let checked = keys.check(&valid_token());
+        assert!(checked.is_ok(), "{:?}", checked.err());
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn random_tokens_are_refused(token in ".{0,600}") {
+            let keys = SessionKeys::new(SECRET, 5);
+            prop_assert!(keys.check(&token).is_err());
+        }
+
+        #[test]
+        fn a_token_with_any_byte_changed_is_refused_or_unchanged(
+            at in any::<usize>(),
+            byte in 0x21u8..0x7f,
+        ) {
+            let keys = SessionKeys::new(SECRET, 5);
+            let token = valid_token();
+            let mut bytes = token.clone().into_bytes();
+            let at = at % bytes.len();
+            bytes[at] = byte;
+            let edited = String::from_utf8(bytes).unwrap();
+            // The last character of each base64url segment carries spare bits: some edits
+            // there decode to the same bytes. Every other change must be refused.
+            let segment_ends: Vec<usize> = token
+                .match_indices('.')
+                .map(|(i, _)| i - 1)
+                .chain([token.len() - 1])
+                .collect();
+            if edited != token && !segment_ends.contains(&at) {
+                prop_assert!(keys.check(&edited).is_err(), "accepted {edited}");
+            }
+        }
+    }
+}

@@ -32,7 +32,12 @@ async fn system(store: StoreConfig) -> LocalSystem {
     options.store = Some(store);
     let sys = LocalSystem::start(options).await.expect("system starts");
     let set = quiz_local::parse_set(&support::single_choice_set("faults", 4, 30)).unwrap();
-    sys.stores.content.put_question_set(&set, 0).await.unwrap();
+    let access = quiz_store::SetAccess::public("");
+    sys.stores
+        .content
+        .put_question_set(&set, &access, true, 0)
+        .await
+        .unwrap();
     sys
 }
 
@@ -177,7 +182,12 @@ async fn every_refused_answer_names_its_answer_id() {
         options.node_config = |c| c.limits.request_timeout_ms = 300;
         let sys = LocalSystem::start(options).await.expect("system starts");
         let set = quiz_local::parse_set(&support::single_choice_set("faults", 2, 30)).unwrap();
-        sys.stores.content.put_question_set(&set, 0).await.unwrap();
+        let access = quiz_store::SetAccess::public("");
+        sys.stores
+            .content
+            .put_question_set(&set, &access, true, 0)
+            .await
+            .unwrap();
         let settings = QuizSettings {
             close_when_all_answered: false,
             ..Default::default()

@@ -33,6 +33,8 @@ pub(crate) struct Auth {
     dev_key: Option<EncodingKey>,
     session_key: EncodingKey,
     session_ttl_s: u64,
+    /// Users with the admin role (`auth.admin_users`).
+    admins: std::collections::HashSet<String>,
 }
 
 /// Why an `Auth` could not be built (the config validation catches these first).
@@ -69,6 +71,8 @@ struct DevClaims<'a> {
 pub(crate) struct Caller {
     pub(crate) user: UserId,
     pub(crate) role: Role,
+    /// Listed in `auth.admin_users`: reads and replaces every question set.
+    pub(crate) admin: bool,
 }
 
 impl Auth {
@@ -104,6 +108,7 @@ impl Auth {
             dev_key,
             session_key: EncodingKey::from_secret(session.secret.as_bytes()),
             session_ttl_s: session.ttl_s,
+            admins: auth.admin_users.iter().cloned().collect(),
         })
     }
 
@@ -143,6 +148,7 @@ impl Auth {
         let user = UserId::parse(&data.claims.sub)
             .map_err(|_| ApiError::Unauthorized("the token's sub is not a valid user id".into()))?;
         Ok(Caller {
+            admin: self.admins.contains(user.as_str()),
             user,
             role: data.claims.role.unwrap_or(Role::Player),
         })

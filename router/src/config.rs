@@ -101,6 +101,9 @@ pub struct AuthConfig {
     /// Serve `POST /v1/dev/token`, which signs tokens for any user with the HS256 secret. For
     /// local runs and tests only. Default false.
     pub dev_tokens: bool,
+    /// Users (the tokens' `sub`) with the admin role: they read every question set with its
+    /// answers and may replace any set (its owner stays). Default none.
+    pub admin_users: Vec<String>,
 }
 
 /// The session tokens the router signs at join and the nodes check.
@@ -275,6 +278,7 @@ impl Default for AuthConfig {
             es256_public_key_pem: None,
             leeway_s: 5,
             dev_tokens: false,
+            admin_users: Vec::new(),
         }
     }
 }
@@ -322,6 +326,7 @@ impl fmt::Debug for AuthConfig {
             .field("es256_public_key_pem", &self.es256_public_key_pem.is_some())
             .field("leeway_s", &self.leeway_s)
             .field("dev_tokens", &self.dev_tokens)
+            .field("admin_users", &self.admin_users)
             .finish()
     }
 }

@@ -125,6 +125,85 @@ pub struct QuestionSetSummary {
     pub title: String,
     pub questions: u32,
     pub updated_at: Millis,
+    #[serde(flatten)]
+    pub access: SetAccess,
+}
+
+/// Who may read and use a question set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetAccess {
+    /// The host who stored it first (`""`: seeded by the system). Only the owner and admins
+    /// replace it or read its answers.
+    pub owner: String,
+    pub visibility: Visibility,
+    /// With [`Visibility::Shared`]: the hosts who may read it (without answers) and create
+    /// quizzes from it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_with: Vec<String>,
+}
+
+/// Who, besides the owner and admins, sees a question set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    /// No one else.
+    Private,
+    /// The hosts named in `shared_with`.
+    Shared,
+    /// Every host.
+    Public,
+}
+
+impl Visibility {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Private => "private",
+            Visibility::Shared => "shared",
+            Visibility::Public => "public",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Visibility> {
+        match s {
+            "private" => Some(Visibility::Private),
+            "shared" => Some(Visibility::Shared),
+            "public" => Some(Visibility::Public),
+            _ => None,
+        }
+    }
+}
+
+impl SetAccess {
+    /// A set of `owner`'s that no one else sees.
+    pub fn private(owner: &str) -> SetAccess {
+        SetAccess {
+            owner: owner.into(),
+            visibility: Visibility::Private,
+            shared_with: Vec::new(),
+        }
+    }
+
+    /// A set every host sees (without its answers).
+    pub fn public(owner: &str) -> SetAccess {
+        SetAccess {
+            visibility: Visibility::Public,
+            ..SetAccess::private(owner)
+        }
+    }
+
+    /// Whether `user` may read the set (answers aside) and create quizzes from it.
+    pub fn can_use(&self, user: &str) -> bool {
+        self.owner == user
+            || self.visibility == Visibility::Public
+            || (self.visibility == Visibility::Shared && self.shared_with.iter().any(|u| u == user))
+    }
+}
+
+/// A stored question set and who may use it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredSet {
+    pub set: QuestionSet,
+    pub access: SetAccess,
 }
 
 /// What appending one record did.
@@ -182,9 +261,17 @@ impl StandingRow {
 /// Question sets.
 #[async_trait]
 pub trait ContentStore: Send + Sync + 'static {
-    /// Inserts or replaces a (validated) question set.
-    async fn put_question_set(&self, set: &QuestionSet, now: Millis) -> Result<(), StoreError>;
-    async fn question_set(&self, id: &str) -> Result<Option<QuestionSet>, StoreError>;
+    /// Inserts a (validated) question set owned by `access.owner`, or replaces it with its
+    /// visibility when it is that owner's (or `any_owner`, an admin's write: the owner then
+    /// stays). Returns false, storing nothing, when the set is someone else's.
+    async fn put_question_set(
+        &self,
+        set: &QuestionSet,
+        access: &SetAccess,
+        any_owner: bool,
+        now: Millis,
+    ) -> Result<bool, StoreError>;
+    async fn question_set(&self, id: &str) -> Result<Option<StoredSet>, StoreError>;
     async fn question_sets(&self) -> Result<Vec<QuestionSetSummary>, StoreError>;
 }
 

@@ -17,9 +17,15 @@ use quiz_protocol::{Epoch, NodeId, PlayerNo, QuestionSet, QuizId, UserId};
 
 use crate::{
     AnswerLog, Appended, ContentStore, LeaderboardStore, League, LeagueRow, MembershipStore,
-    NodeLease, QuestionSetSummary, QuizRecord, QuizStore, QuizTotals, RingRecord, StandingRow,
-    StoreError,
+    NodeLease, QuestionSetSummary, QuizRecord, QuizStore, QuizTotals, RingRecord, SetAccess,
+    StandingRow, StoreError, StoredSet,
 };
+
+/// A question set as held, with when it was stored.
+struct Held {
+    set: StoredSet,
+    at: Millis,
+}
 
 /// The stores' state; see the module docs.
 #[derive(Default)]
@@ -29,7 +35,7 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct State {
-    sets: BTreeMap<String, (QuestionSet, Millis)>,
+    sets: BTreeMap<String, Held>,
     quizzes: BTreeMap<QuizId, QuizRecord>,
     players: BTreeMap<QuizId, BTreeMap<PlayerNo, PlayerRecord>>,
     /// By (quiz, question, player): the log's order.
@@ -117,13 +123,37 @@ fn league_key(league: &League) -> String {
 
 #[async_trait]
 impl ContentStore for MemoryStore {
-    async fn put_question_set(&self, set: &QuestionSet, now: Millis) -> Result<(), StoreError> {
-        self.state().sets.insert(set.id.clone(), (set.clone(), now));
-        Ok(())
+    async fn put_question_set(
+        &self,
+        set: &QuestionSet,
+        access: &SetAccess,
+        any_owner: bool,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        let mut access = access.clone();
+        if let Some(held) = state.sets.get(&set.id) {
+            if !any_owner && held.set.access.owner != access.owner {
+                return Ok(false);
+            }
+            access.owner = held.set.access.owner.clone();
+        }
+        let stored = StoredSet {
+            set: set.clone(),
+            access,
+        };
+        state.sets.insert(
+            set.id.clone(),
+            Held {
+                set: stored,
+                at: now,
+            },
+        );
+        Ok(true)
     }
 
-    async fn question_set(&self, id: &str) -> Result<Option<QuestionSet>, StoreError> {
-        Ok(self.state().sets.get(id).map(|(s, _)| s.clone()))
+    async fn question_set(&self, id: &str) -> Result<Option<StoredSet>, StoreError> {
+        Ok(self.state().sets.get(id).map(|h| h.set.clone()))
     }
 
     async fn question_sets(&self) -> Result<Vec<QuestionSetSummary>, StoreError> {
@@ -131,11 +161,12 @@ impl ContentStore for MemoryStore {
             .state()
             .sets
             .values()
-            .map(|(s, at)| QuestionSetSummary {
-                id: s.id.clone(),
-                title: s.title.clone(),
-                questions: s.questions.len() as u32,
-                updated_at: *at,
+            .map(|h| QuestionSetSummary {
+                id: h.set.set.id.clone(),
+                title: h.set.set.title.clone(),
+                questions: h.set.set.questions.len() as u32,
+                updated_at: h.at,
+                access: h.set.access.clone(),
             })
             .collect())
     }

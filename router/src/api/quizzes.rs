@@ -98,12 +98,9 @@ pub(crate) async fn create(
     if let Err(wait) = app.limits.create_quiz.acquire(&caller.user, Instant::now()) {
         return Err(app.rate_limited("create_quiz", wait));
     }
-    let set = app
-        .stores
-        .content
-        .question_set(&request.question_set)
+    let set = super::content::usable_set(&app, &caller, &request.question_set)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no question set {:?}", request.question_set)))?;
+        .set;
     let (title, questions, settings) = request.resolve(set)?;
     let now = now_ms();
     let mut record = QuizRecord {

@@ -19,7 +19,7 @@ async fn import_list_and_read_a_question_set() {
             .await;
         assert_eq!(
             reply.expect_ok(200),
-            &json!({"id": "english-a1", "questions": 3})
+            &json!({"id": "english-a1", "questions": 3, "owner": "teacher", "visibility": "private"})
         );
 
         let list = h.get("/v1/question-sets", Some(&host)).await;
@@ -202,4 +202,95 @@ async fn unknown_routes_wrong_methods_and_malformed_bodies() {
         h.shutdown().await;
     })
     .await;
+}
+
+#[tokio::test]
+async fn question_sets_belong_to_their_owner_and_answers_stay_with_owners_and_admins() {
+    within(async {
+        let mut config = Config::for_test();
+        config.auth.admin_users = vec!["principal".into()];
+        let h = Harness::with(config).await;
+        let (ann, bob, carl) = (h.host("ann"), h.host("bob"), h.host("carl"));
+        let admin = h.host("principal");
+        put(&h, "/v1/question-sets/english-a1", &ann)
+            .await
+            .expect_ok(200);
+
+        // Private: another host can neither read it, use it, nor overwrite it.
+        h.get("/v1/question-sets/english-a1", Some(&bob))
+            .await
+            .expect_error(404, "not_found");
+        let create = json!({"question_set": "english-a1"});
+        h.post("/v1/quizzes", Some(&bob), &create)
+            .await
+            .expect_error(404, "not_found");
+        put(&h, "/v1/question-sets/english-a1", &bob)
+            .await
+            .expect_error(403, "forbidden");
+        let listed = h.get("/v1/question-sets", Some(&bob)).await;
+        assert_eq!(listed.expect_ok(200)["question_sets"], json!([]));
+
+        // Shared with bob: bob reads it without answers and creates quizzes from it; carl
+        // still sees nothing.
+        put(
+            &h,
+            "/v1/question-sets/english-a1?visibility=shared&shared_with=bob",
+            &ann,
+        )
+        .await
+        .expect_ok(200);
+        let seen = h.get("/v1/question-sets/english-a1", Some(&bob)).await;
+        let body = seen.expect_ok(200).clone();
+        assert_eq!(body["answers_included"], false);
+        let text = body.to_string();
+        for key in ["\"answer\"", "\"answers\"", "\"accept\"", "\"explanation\""] {
+            assert!(!text.contains(key), "{key} leaked: {text}");
+        }
+        assert!(body["questions"][0]["prompt"].is_string());
+        h.post("/v1/quizzes", Some(&bob), &create)
+            .await
+            .expect_ok(201);
+        h.get("/v1/question-sets/english-a1", Some(&carl))
+            .await
+            .expect_error(404, "not_found");
+        // Whom it is shared with is the owner's business.
+        let listed = h.get("/v1/question-sets", Some(&bob)).await;
+        assert_eq!(listed.body["question_sets"][0].get("shared_with"), None);
+
+        // Public: every host, still without answers; the owner and an admin see them.
+        put(&h, "/v1/question-sets/english-a1?visibility=public", &ann)
+            .await
+            .expect_ok(200);
+        let seen = h.get("/v1/question-sets/english-a1", Some(&carl)).await;
+        assert_eq!(seen.expect_ok(200)["answers_included"], false);
+        for owner_or_admin in [&ann, &admin] {
+            let full = h
+                .get("/v1/question-sets/english-a1", Some(owner_or_admin))
+                .await;
+            assert_eq!(
+                full.expect_ok(200)["questions"][1]["accept"],
+                json!(["goes"])
+            );
+        }
+        // An admin may replace any set; its owner stays.
+        let replaced = put(&h, "/v1/question-sets/english-a1", &admin).await;
+        assert_eq!(replaced.expect_ok(200)["owner"], "ann");
+        // Players never read sets.
+        h.get("/v1/question-sets/english-a1", Some(&h.player("pupil")))
+            .await
+            .expect_error(403, "forbidden");
+        // Bad visibility values are named.
+        put(&h, "/v1/question-sets/english-a1?visibility=everyone", &ann)
+            .await
+            .expect_error(400, "bad_request");
+        put(&h, "/v1/question-sets/english-a1?shared_with=bob", &ann)
+            .await
+            .expect_error(400, "bad_request");
+        h.shutdown().await;
+    })
+    .await;
+}
+
+async fn put(h: &Harness, path: &str, token: &str) -> crate::support::Reply {
+    h.put_text(path, token, sample_set().to_string()).await
 }

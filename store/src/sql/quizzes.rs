@@ -15,7 +15,21 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::{ROWS_PER_STATEMENT, SqlStore, WriteTx, corrupt, db, epoch_i64, flag, int, json};
 use super::{opt_int, parse_phase, phase_name, text, to_json, values_sql};
-use crate::{ContentStore, QuestionSetSummary, QuizRecord, QuizStore, StoreError};
+use crate::{
+    ContentStore, QuestionSetSummary, QuizRecord, QuizStore, SetAccess, StoreError, StoredSet,
+    Visibility,
+};
+
+/// The owner, visibility and sharing of a question set's row.
+fn access(row: &AnyRow) -> Result<SetAccess, StoreError> {
+    let visibility = text(row, "visibility")?;
+    Ok(SetAccess {
+        owner: text(row, "owner")?,
+        visibility: Visibility::parse(&visibility)
+            .ok_or_else(|| corrupt("question set visibility", &visibility))?,
+        shared_with: json(row, "shared_with")?,
+    })
+}
 
 /// The columns of `quizzes`, as a macro so that `concat!` can build static statements.
 macro_rules! quiz_columns {
@@ -106,40 +120,65 @@ impl SqlStore {
 
 #[async_trait]
 impl ContentStore for SqlStore {
-    async fn put_question_set(&self, set: &QuestionSet, now: Millis) -> Result<(), StoreError> {
+    async fn put_question_set(
+        &self,
+        set: &QuestionSet,
+        access: &SetAccess,
+        any_owner: bool,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
         let _writer = self.writer().await;
-        sqlx::query(
-            "INSERT INTO question_sets (id, title, body, questions, updated_at) \
-             VALUES ($1, $2, $3, $4, $5) \
+        // One statement decides: a new set is the writer's; an existing one is replaced only
+        // for its owner (or an admin), and keeps its owner.
+        let done = sqlx::query(
+            "INSERT INTO question_sets \
+                 (id, title, body, questions, updated_at, owner, visibility, shared_with) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (id) DO UPDATE SET title = excluded.title, body = excluded.body, \
-                 questions = excluded.questions, updated_at = excluded.updated_at",
+                 questions = excluded.questions, updated_at = excluded.updated_at, \
+                 visibility = excluded.visibility, shared_with = excluded.shared_with \
+             WHERE question_sets.owner = excluded.owner OR $9",
         )
         .bind(set.id.as_str())
         .bind(set.title.as_str())
         .bind(to_json(set)?)
         .bind(i64::try_from(set.questions.len()).unwrap_or(i64::MAX))
         .bind(now)
+        .bind(access.owner.as_str())
+        .bind(access.visibility.as_str())
+        .bind(to_json(&access.shared_with)?)
+        .bind(any_owner)
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
-    async fn question_set(&self, id: &str) -> Result<Option<QuestionSet>, StoreError> {
-        let row = sqlx::query("SELECT body FROM question_sets WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
-        row.map(|row| json(&row, "body")).transpose()
+    async fn question_set(&self, id: &str) -> Result<Option<StoredSet>, StoreError> {
+        let row = sqlx::query(
+            "SELECT body, owner, visibility, shared_with FROM question_sets WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|row| {
+            Ok(StoredSet {
+                set: json(&row, "body")?,
+                access: access(&row)?,
+            })
+        })
+        .transpose()
     }
 
     async fn question_sets(&self) -> Result<Vec<QuestionSetSummary>, StoreError> {
-        let rows =
-            sqlx::query("SELECT id, title, questions, updated_at FROM question_sets ORDER BY id")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
+        let rows = sqlx::query(
+            "SELECT id, title, questions, updated_at, owner, visibility, shared_with \
+             FROM question_sets ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
         rows.iter()
             .map(|row| {
                 Ok(QuestionSetSummary {
@@ -147,6 +186,7 @@ impl ContentStore for SqlStore {
                     title: text(row, "title")?,
                     questions: int(row, "questions")?,
                     updated_at: int(row, "updated_at")?,
+                    access: access(row)?,
                 })
             })
             .collect()

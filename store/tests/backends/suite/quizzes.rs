@@ -1,6 +1,7 @@
 //! Cases for question sets, quizzes, progress and players.
 
 use super::*;
+use quiz_store::{SetAccess, StoredSet, Visibility};
 
 pub(crate) async fn quiz_round_trips(b: &Backend) {
     let mut q = quiz(1);
@@ -264,19 +265,38 @@ pub(crate) async fn question_sets_put_replace_and_list(b: &Backend) {
         description: Some("for tests".into()),
         questions: questions().into_iter().cycle().take(n).collect(),
     };
-    c.put_question_set(&set("phrasal-verbs", "Phrasal verbs", 1), 100)
-        .await
-        .unwrap();
-    c.put_question_set(&set("english-a2", "English A2", 2), 200)
-        .await
-        .unwrap();
+    let ann = SetAccess::private("ann");
+    let bob = SetAccess::private("bob");
+    let put = |s, access, any, at| c.put_question_set(s, access, any, at);
+    let (first, second) = (
+        set("phrasal-verbs", "Phrasal verbs", 1),
+        set("english-a2", "English A2", 2),
+    );
+    assert!(put(&first, &ann, false, 100).await.unwrap());
+    assert!(put(&second, &bob, false, 200).await.unwrap());
+    // Another host cannot replace ann's set; ann can, and change who sees it.
+    let hijack = set("phrasal-verbs", "Mine now", 1);
+    assert!(!put(&hijack, &bob, false, 250).await.unwrap());
     let replaced = set("phrasal-verbs", "Phrasal verbs, revised", 2);
-    c.put_question_set(&replaced, 300).await.unwrap();
-
+    let shared = SetAccess {
+        visibility: Visibility::Shared,
+        shared_with: vec!["carl".into()],
+        ..SetAccess::private("ann")
+    };
+    assert!(put(&replaced, &shared, false, 300).await.unwrap());
     assert_eq!(
         c.question_set("phrasal-verbs").await.unwrap(),
-        Some(replaced)
+        Some(StoredSet {
+            set: replaced.clone(),
+            access: shared.clone()
+        })
     );
+    // An admin's write replaces the set and keeps its owner.
+    let public = SetAccess::public("admin");
+    assert!(put(&replaced, &public, true, 300).await.unwrap());
+    let held = c.question_set("phrasal-verbs").await.unwrap().unwrap();
+    assert_eq!(held.access, SetAccess::public("ann"));
+    assert!(put(&replaced, &shared, false, 300).await.unwrap());
     assert_eq!(c.question_set("missing").await.unwrap(), None);
     let listed: Vec<_> = c
         .question_sets()
