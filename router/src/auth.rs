@@ -1,8 +1,9 @@
 //! Tokens: checking the identity provider's JWTs (who is calling, and as host or player),
 //! signing dev tokens when enabled, and signing the session tokens the nodes check.
 //!
-//! The algorithm is pinned by the configured key (HS256, RS256 or ES256): a token whose header
-//! names another one is refused, whatever its signature. `iss`, `aud`, `exp` and `sub` are
+//! The algorithm is pinned by the configured key (HS256, RS256 or ES256; with a JWKS URL, by
+//! the key the token's `kid` names, see [`crate::jwks`]): a token whose header names another
+//! one is refused, whatever its signature. `iss`, `aud`, `exp` and `sub` are
 //! required; `nbf` is checked when present. Leeway is small and configured.
 
 use axum::extract::FromRequestParts;
@@ -24,8 +25,7 @@ const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
 /// Checks and issues tokens.
 pub(crate) struct Auth {
-    algorithm: Algorithm,
-    key: DecodingKey,
+    keys: Keys,
     validation: Validation,
     issuer: String,
     audience: String,
@@ -35,6 +35,14 @@ pub(crate) struct Auth {
     session_ttl_s: u64,
     /// Users with the admin role (`auth.admin_users`).
     admins: std::collections::HashSet<String>,
+}
+
+/// Where the identity provider's verifying keys come from.
+enum Keys {
+    /// One key from the config.
+    Fixed(Algorithm, DecodingKey),
+    /// Keys by `kid` from the provider's JWKS URL.
+    Jwks(crate::jwks::Jwks),
 }
 
 /// Why an `Auth` could not be built (the config validation catches these first).
@@ -77,19 +85,25 @@ pub(crate) struct Caller {
 
 impl Auth {
     pub(crate) fn new(auth: &AuthConfig, session: &SessionConfig) -> Result<Auth, KeyError> {
-        let (algorithm, key) = if let Some(secret) = &auth.hs256_secret {
-            (
+        let keys = if let Some(secret) = &auth.hs256_secret {
+            Keys::Fixed(
                 Algorithm::HS256,
                 DecodingKey::from_secret(secret.as_bytes()),
             )
         } else if let Some(pem) = &auth.rs256_public_key_pem {
-            (Algorithm::RS256, DecodingKey::from_rsa_pem(pem.as_bytes())?)
+            Keys::Fixed(Algorithm::RS256, DecodingKey::from_rsa_pem(pem.as_bytes())?)
         } else if let Some(pem) = &auth.es256_public_key_pem {
-            (Algorithm::ES256, DecodingKey::from_ec_pem(pem.as_bytes())?)
+            Keys::Fixed(Algorithm::ES256, DecodingKey::from_ec_pem(pem.as_bytes())?)
+        } else if let Some(url) = &auth.jwks_url {
+            Keys::Jwks(crate::jwks::Jwks::new(
+                url,
+                std::time::Duration::from_secs(auth.jwks_refresh_s),
+                std::time::Duration::from_secs(auth.jwks_min_refetch_s),
+            ))
         } else {
             return Err(KeyError::Missing);
         };
-        let mut validation = Validation::new(algorithm);
+        let mut validation = Validation::new(Algorithm::HS256);
         validation.set_audience(&[&auth.audience]);
         validation.set_issuer(&[&auth.issuer]);
         validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
@@ -100,8 +114,7 @@ impl Auth {
             _ => None,
         };
         Ok(Auth {
-            algorithm,
-            key,
+            keys,
             validation,
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
@@ -122,7 +135,7 @@ impl Auth {
     }
 
     /// The caller named by an `Authorization: Bearer` header.
-    pub(crate) fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    pub(crate) async fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         let value = headers
             .get(header::AUTHORIZATION)
             .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer token".into()))?;
@@ -135,16 +148,34 @@ impl Auth {
             .ok_or_else(|| {
                 ApiError::Unauthorized("expected Authorization: Bearer <token>".into())
             })?;
-        self.verify(token)
+        self.verify(token).await
     }
 
     /// Checks an identity-provider token.
-    pub(crate) fn verify(&self, token: &str) -> Result<Caller, ApiError> {
+    pub(crate) async fn verify(&self, token: &str) -> Result<Caller, ApiError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(ApiError::Unauthorized("token too long".into()));
         }
-        let data = jsonwebtoken::decode::<IdpClaims>(token, &self.key, &self.validation)
-            .map_err(|e| self.refusal(e.kind()))?;
+        let fetched;
+        let (algorithm, key) = match &self.keys {
+            Keys::Fixed(algorithm, key) => (*algorithm, key),
+            Keys::Jwks(jwks) => {
+                let header = jsonwebtoken::decode_header(token)
+                    .map_err(|_| ApiError::Unauthorized("malformed token".into()))?;
+                let kid = header
+                    .kid
+                    .ok_or_else(|| ApiError::Unauthorized("the token names no key (kid)".into()))?;
+                fetched = jwks.key(&kid).await.map_err(|e| match e {
+                    crate::jwks::KeyLookup::Unknown(_) => ApiError::Unauthorized(e.to_string()),
+                    crate::jwks::KeyLookup::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+                })?;
+                (fetched.0, &fetched.1)
+            }
+        };
+        let mut validation = self.validation.clone();
+        validation.algorithms = vec![algorithm];
+        let data = jsonwebtoken::decode::<IdpClaims>(token, key, &validation)
+            .map_err(|e| self.refusal(e.kind(), algorithm))?;
         let user = UserId::parse(&data.claims.sub)
             .map_err(|_| ApiError::Unauthorized("the token's sub is not a valid user id".into()))?;
         Ok(Caller {
@@ -154,13 +185,13 @@ impl Auth {
         })
     }
 
-    fn refusal(&self, kind: &ErrorKind) -> ApiError {
+    fn refusal(&self, kind: &ErrorKind, algorithm: Algorithm) -> ApiError {
         let message = match kind {
             ErrorKind::ExpiredSignature => return ApiError::TokenExpired,
             ErrorKind::InvalidAudience => format!("token audience is not {:?}", self.audience),
             ErrorKind::InvalidIssuer => format!("token issuer is not {:?}", self.issuer),
             ErrorKind::InvalidAlgorithm => {
-                format!("token must be signed with {:?}", self.algorithm)
+                format!("token must be signed with {algorithm:?}")
             }
             ErrorKind::InvalidSignature => "bad token signature".into(),
             ErrorKind::ImmatureSignature => "token not valid yet".into(),
@@ -228,6 +259,6 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        state.auth.caller(&parts.headers)
+        state.auth.caller(&parts.headers).await
     }
 }

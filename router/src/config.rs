@@ -96,6 +96,14 @@ pub struct AuthConfig {
     pub rs256_public_key_pem: Option<String>,
     /// ES256 (P-256) public key, PEM. Default none.
     pub es256_public_key_pem: Option<String>,
+    /// The identity provider's JWKS URL (`https://…/.well-known/jwks.json`): RS256 and ES256
+    /// keys by `kid`, cached, fetched again on an unknown `kid`. Default none.
+    pub jwks_url: Option<String>,
+    /// Keys from `jwks_url` are fetched again when older than this, in seconds. Default 600.
+    pub jwks_refresh_s: u64,
+    /// At most one fetch of `jwks_url` per this many seconds, however many unknown `kid`s
+    /// arrive. Default 10.
+    pub jwks_min_refetch_s: u64,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds. Default 5.
     pub leeway_s: u64,
     /// Serve `POST /v1/dev/token`, which signs tokens for any user with the HS256 secret. For
@@ -276,6 +284,9 @@ impl Default for AuthConfig {
             hs256_secret: None,
             rs256_public_key_pem: None,
             es256_public_key_pem: None,
+            jwks_url: None,
+            jwks_refresh_s: 600,
+            jwks_min_refetch_s: 10,
             leeway_s: 5,
             dev_tokens: false,
             admin_users: Vec::new(),
@@ -324,6 +335,7 @@ impl fmt::Debug for AuthConfig {
             )
             .field("rs256_public_key_pem", &self.rs256_public_key_pem.is_some())
             .field("es256_public_key_pem", &self.es256_public_key_pem.is_some())
+            .field("jwks_url", &self.jwks_url)
             .field("leeway_s", &self.leeway_s)
             .field("dev_tokens", &self.dev_tokens)
             .field("admin_users", &self.admin_users)
@@ -568,17 +580,30 @@ impl AuthConfig {
             self.hs256_secret.is_some(),
             self.rs256_public_key_pem.is_some(),
             self.es256_public_key_pem.is_some(),
+            self.jwks_url.is_some(),
         ];
         match keys.iter().filter(|k| **k).count() {
             0 => bad(
                 "auth",
-                "set one of hs256_secret, rs256_public_key_pem, es256_public_key_pem",
+                "set one of hs256_secret, rs256_public_key_pem, es256_public_key_pem, jwks_url",
             ),
             1 => {}
             _ => bad(
                 "auth",
-                "set only one of hs256_secret, rs256_public_key_pem, es256_public_key_pem",
+                "set only one of hs256_secret, rs256_public_key_pem, es256_public_key_pem, \
+                 jwks_url",
             ),
+        }
+        if let Some(url) = &self.jwks_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            bad("auth.jwks_url", "must be an http:// or https:// URL");
+        }
+        if !(1..=86_400).contains(&self.jwks_refresh_s) {
+            bad("auth.jwks_refresh_s", "must be 1-86400");
+        }
+        if self.jwks_min_refetch_s > self.jwks_refresh_s {
+            bad("auth.jwks_min_refetch_s", "must be at most jwks_refresh_s");
         }
         if let Some(pem) = &self.rs256_public_key_pem
             && DecodingKey::from_rsa_pem(pem.as_bytes()).is_err()

@@ -34,6 +34,7 @@ mod api;
 mod auth;
 pub mod config;
 mod error;
+mod jwks;
 mod limit;
 mod membership;
 mod metrics;

@@ -57,7 +57,7 @@ pub(crate) async fn join(
     // flood of them costs no signature checks.
     let outcome = match app.limits.join.acquire(&ip, Instant::now()) {
         Err(wait) => Err(app.rate_limited("join", wait)),
-        Ok(()) => match (app.auth.caller(&headers), body) {
+        Ok(()) => match (app.auth.caller(&headers).await, body) {
             (Ok(caller), Ok(JsonBody(request))) => admit(&app, ip, caller, &code, request).await,
             (Err(e), _) | (_, Err(e)) => Err(e),
         },

@@ -333,3 +333,181 @@ async fn invalid_config_is_refused_before_binding() {
     })
     .await;
 }
+
+/// A local identity provider's JWKS endpoint whose keys the test rotates, counting fetches.
+struct JwksServer {
+    url: String,
+    body: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl JwksServer {
+    async fn start() -> JwksServer {
+        use axum::http::StatusCode;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/.well-known/jwks.json",
+            listener.local_addr().unwrap()
+        );
+        let body = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (b, f) = (body.clone(), fetches.clone());
+        let app = axum::Router::new().route(
+            "/.well-known/jwks.json",
+            axum::routing::get(move || {
+                f.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let served = b.lock().unwrap().clone();
+                async move {
+                    match served {
+                        Some(json) => (StatusCode::OK, json),
+                        None => (StatusCode::INTERNAL_SERVER_ERROR, "down".to_string()),
+                    }
+                }
+            }),
+        );
+        let stop = tokio_util::sync::CancellationToken::new();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(s.cancelled_owned())
+                .await
+                .unwrap();
+        });
+        JwksServer {
+            url,
+            body,
+            fetches,
+            stop,
+        }
+    }
+
+    /// Serves exactly these keys (or an HTTP 500 with none).
+    fn serve(&self, keys: &[(&str, &rcgen::KeyPair)]) {
+        let json = (!keys.is_empty()).then(|| {
+            let keys: Vec<Value> = keys
+                .iter()
+                .map(|(kid, pair)| es256_jwk(kid, pair))
+                .collect();
+            json!({ "keys": keys }).to_string()
+        });
+        *self.body.lock().unwrap() = json;
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for JwksServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The public JWK of a P-256 key pair.
+fn es256_jwk(kid: &str, pair: &rcgen::KeyPair) -> Value {
+    use base64::Engine;
+    let raw = pair.public_key_raw();
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    json!({
+        "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+        "x": b64(&raw[1..33]), "y": b64(&raw[33..65]),
+    })
+}
+
+fn es256_token(h: &Harness, kid: &str, pair: &rcgen::KeyPair) -> String {
+    let key = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, &h.claims("teacher", Some("host")), &key).unwrap()
+}
+
+#[tokio::test]
+async fn keys_come_from_the_providers_jwks_and_follow_its_rotation() {
+    within(async {
+        let jwks = JwksServer::start().await;
+        let first = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let second = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut config = Config::for_test();
+        config.auth.hs256_secret = None;
+        config.auth.dev_tokens = false;
+        config.auth.jwks_url = Some(jwks.url.clone());
+        config.auth.jwks_min_refetch_s = 0;
+        let h = Harness::with(config).await;
+
+        // The provider is down and nothing is cached: retryable, not the caller's fault.
+        let reply = list_sets(&h, &es256_token(&h, "k1", &first)).await;
+        reply.expect_error(503, "unavailable");
+
+        jwks.serve(&[("k1", &first)]);
+        list_sets(&h, &es256_token(&h, "k1", &first))
+            .await
+            .expect_ok(200);
+        let fetched = jwks.fetches();
+        // Cached: the next tokens cost no fetch.
+        for _ in 0..5 {
+            list_sets(&h, &es256_token(&h, "k1", &first))
+                .await
+                .expect_ok(200);
+        }
+        assert_eq!(jwks.fetches(), fetched);
+        // A token naming k1 but signed with another key fails.
+        let forged = es256_token(&h, "k1", &second);
+        list_sets(&h, &forged)
+            .await
+            .expect_error(401, "unauthorized");
+
+        // The provider rotates to k2: a token naming k2 makes the router fetch again.
+        jwks.serve(&[("k2", &second)]);
+        list_sets(&h, &es256_token(&h, "k2", &second))
+            .await
+            .expect_ok(200);
+        assert_eq!(jwks.fetches(), fetched + 1);
+        // k1 is gone from the provider, so from the router.
+        list_sets(&h, &es256_token(&h, "k1", &first))
+            .await
+            .expect_error(401, "unauthorized");
+        // A token without a kid, or with HS256, is refused.
+        let hs = hs256(
+            b"0123456789abcdef0123456789abcdef",
+            &h.claims("teacher", Some("host")),
+        );
+        list_sets(&h, &hs).await.expect_error(401, "unauthorized");
+
+        // The provider goes down: the keys already held keep working.
+        jwks.serve(&[]);
+        list_sets(&h, &es256_token(&h, "k2", &second))
+            .await
+            .expect_ok(200);
+        h.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_kids_do_not_make_the_router_flood_the_provider() {
+    within(async {
+        let jwks = JwksServer::start().await;
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        jwks.serve(&[("k1", &pair)]);
+        let mut config = Config::for_test();
+        config.auth.hs256_secret = None;
+        config.auth.dev_tokens = false;
+        config.auth.jwks_url = Some(jwks.url.clone());
+        let h = Harness::with(config).await;
+        list_sets(&h, &es256_token(&h, "k1", &pair))
+            .await
+            .expect_ok(200);
+        for i in 0..50 {
+            let made_up = es256_token(&h, &format!("made-up-{i}"), &pair);
+            list_sets(&h, &made_up)
+                .await
+                .expect_error(401, "unauthorized");
+        }
+        // One fetch for the first token; the made-up kids wait for jwks_min_refetch_s (10 s).
+        assert!(jwks.fetches() <= 2, "{} fetches", jwks.fetches());
+        h.shutdown().await;
+    })
+    .await;
+}
