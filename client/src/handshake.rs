@@ -5,7 +5,7 @@
 //! the status code, and the SDK must tell `token_expired` (refresh the ticket) from
 //! `unauthorized` (give up) — both are 401. So the request is sent here on a hyper 1
 //! connection, and the connection future is polled in the caller's task (no extra task per
-//! handshake). Plain `ws://` only: TLS is left to a proxy in front of the edges.
+//! handshake). `wss://` goes through rustls first ([`crate::tls`]).
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -35,8 +35,9 @@ const MAX_REFUSAL_BODY: usize = 8 * 1024;
 pub enum HandshakeError {
     #[error("invalid WebSocket URL {0:?}")]
     InvalidUrl(String),
-    #[error("wss:// is not supported by this client; put a TLS proxy in front or use ws://")]
-    TlsUnsupported,
+    /// The TLS handshake failed (untrusted certificate, wrong name...).
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("connect: {0}")]
     Io(#[from] std::io::Error),
     #[error("HTTP: {0}")]
@@ -75,7 +76,8 @@ impl HandshakeError {
             | HandshakeError::Http(_)
             | HandshakeError::Timeout
             | HandshakeError::NotWebSocket => Verdict::Retry,
-            HandshakeError::InvalidUrl(_) | HandshakeError::TlsUnsupported => Verdict::Final,
+            HandshakeError::Tls(_) => Verdict::Retry,
+            HandshakeError::InvalidUrl(_) => Verdict::Final,
             HandshakeError::Refused { status, code, .. } => match (status, code) {
                 (_, Some(ErrorCode::TokenExpired)) => Verdict::Refresh,
                 (_, Some(code)) if code.retryable() => Verdict::Retry,
@@ -96,6 +98,8 @@ struct RefusalBody {
 /// Where to connect and what to ask for.
 #[derive(Debug)]
 struct Target {
+    /// `wss://`
+    tls: bool,
     host: String,
     port: u16,
     /// `host[:port]` as written, for the Host header.
@@ -107,9 +111,9 @@ impl Target {
     fn parse(url: &str, token: Option<&str>) -> Result<Target, HandshakeError> {
         let invalid = || HandshakeError::InvalidUrl(url.to_owned());
         let uri: Uri = url.parse().map_err(|_| invalid())?;
-        let default_port = match uri.scheme_str() {
-            Some("ws" | "http") => 80,
-            Some("wss" | "https") => return Err(HandshakeError::TlsUnsupported),
+        let (tls, default_port) = match uri.scheme_str() {
+            Some("ws" | "http") => (false, 80),
+            Some("wss" | "https") => (true, 443),
             _ => return Err(invalid()),
         };
         let authority = uri.authority().ok_or_else(invalid)?;
@@ -129,6 +133,7 @@ impl Target {
             path_and_query.push_str(&crate::router::encode_path(token));
         }
         Ok(Target {
+            tls,
             host: host.to_owned(),
             port: authority.port_u16().unwrap_or(default_port),
             authority: authority.as_str().to_owned(),
@@ -148,7 +153,17 @@ pub(crate) async fn open(
     let stream = tcp_connect(&target, local).await?;
     // Small JSON frames must not wait for Nagle.
     stream.set_nodelay(true)?;
-    upgrade(stream, &target).await
+    if !target.tls {
+        return upgrade(stream, &target).await;
+    }
+    let name = rustls_pki_types::ServerName::try_from(target.host.clone())
+        .map_err(|_| HandshakeError::InvalidUrl(url.to_owned()))?;
+    let connector = crate::tls::connector().map_err(HandshakeError::Tls)?;
+    let secured = connector
+        .connect(name, stream)
+        .await
+        .map_err(|e| HandshakeError::Tls(e.to_string()))?;
+    upgrade(secured, &target).await
 }
 
 async fn tcp_connect(target: &Target, local: Option<IpAddr>) -> std::io::Result<TcpStream> {
@@ -174,7 +189,10 @@ async fn connect_from(addr: SocketAddr, local: Option<IpAddr>) -> std::io::Resul
     socket.connect(addr).await
 }
 
-async fn upgrade(stream: TcpStream, target: &Target) -> Result<Ws, HandshakeError> {
+async fn upgrade<S>(stream: S, target: &Target) -> Result<Ws, HandshakeError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     let mut conn = pin!(conn.with_upgrades());
     let mut conn_done = false;
@@ -278,10 +296,8 @@ mod tests {
 
     #[test]
     fn bad_urls_are_refused() {
-        assert!(matches!(
-            Target::parse("wss://edge/ws", None),
-            Err(HandshakeError::TlsUnsupported)
-        ));
+        let t = Target::parse("wss://edge/ws", None).unwrap();
+        assert!(t.tls && t.port == 443);
         assert!(matches!(
             Target::parse("ftp://edge/", None),
             Err(HandshakeError::InvalidUrl(_))

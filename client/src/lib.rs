@@ -44,6 +44,7 @@ mod handshake;
 mod options;
 pub mod raw;
 pub mod router;
+pub mod tls;
 mod view;
 
 pub use backoff::Backoff;

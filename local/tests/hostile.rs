@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use quiz_protocol::client::{Role, ServerMessage};
-use quiz_protocol::{Answer, HostCommand, QuizSettings};
+use quiz_protocol::client::Role;
+use quiz_protocol::{Answer, HostCommand};
 use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
@@ -82,12 +82,7 @@ fn slowloris(
 /// A class of `PHONES` joins `quiz` through the router, answers the first question, and every
 /// answer is acknowledged.
 async fn a_class_plays(sys: &System) {
-    let quiz = sys
-        .quiz(QuizSettings {
-            close_when_all_answered: false,
-            ..QuizSettings::default()
-        })
-        .await;
+    let quiz = sys.open_quiz().await;
     let host = Phone::join(sys, &quiz, "host", "", Role::Host, None).await;
     let mut phones = Vec::new();
     for i in 0..PHONES {
@@ -106,14 +101,7 @@ async fn a_class_plays(sys: &System) {
     let mut answers = Vec::new();
     for phone in phones {
         answers.push(tokio::spawn(async move {
-            phone
-                .until("the first question", |l| {
-                    l.frames.iter().find_map(|f| match f {
-                        ServerMessage::Question(q) if q.index == 0 => Some(()),
-                        _ => None,
-                    })
-                })
-                .await;
+            phone.until_question(0).await;
             phone.conn.answer(0, Answer::Choice(1)).await
         }));
     }

@@ -139,12 +139,7 @@ async fn a_node_shutting_down_tells_phones_to_go_elsewhere() {
 async fn the_same_answer_sent_five_times_over_two_connections_counts_once() {
     within(async {
         let sys = System::start().await;
-        let quiz = sys
-            .quiz(QuizSettings {
-                close_when_all_answered: false,
-                ..QuizSettings::default()
-            })
-            .await;
+        let quiz = sys.open_quiz().await;
         let host = Phone::join(&sys, &quiz, "host", "", Role::Host, None).await;
         let a = Phone::join(&sys, &quiz, "ana", "Ana", Role::Player, None).await;
         let b = Phone::join(&sys, &quiz, "ana", "Ana", Role::Player, None).await;

@@ -75,7 +75,7 @@ pub struct Metrics {
     /// young).
     pub refused: IntCounterVec,
     /// Connections the listener closed, by reason: `header_timeout`, `idle_timeout`,
-    /// `evicted` (the oldest handshake, to make room).
+    /// `evicted` (the oldest handshake, to make room), `tls_handshake` (failed).
     pub closed: IntCounterVec,
     /// Failed accepts (out of file descriptors and the like).
     pub accept_errors: prometheus::IntCounter,
@@ -124,14 +124,17 @@ const REFUSE_WAIT: Duration = Duration::from_secs(1);
 /// Serves `app` on `listener` under `limits` until `shutdown` is cancelled; then stops
 /// accepting and lets each connection finish its request in flight. Handlers can extract
 /// `ConnectInfo<SocketAddr>`. Upgraded connections outlive this function (their owner stops
-/// them), and stay counted until they close.
+/// them), and stay counted until they close. With `tls`, every connection is TLS (https,
+/// wss); its handshake counts against `header_timeout` like a request head.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
     metrics: Metrics,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let limits = headroom(limits);
     let gate = Gate::new(limits, metrics);
     let tasks = TaskTracker::new();
@@ -160,7 +163,8 @@ pub async fn serve(
             Ok(slot) => {
                 let app = app.clone();
                 let stop = shutdown.clone();
-                tasks.spawn(connection(stream, peer, slot, app, stop));
+                let tls = tls.clone();
+                tasks.spawn(connection(stream, peer, slot, app, tls, stop));
             }
             Err(why) => {
                 if refusing.fetch_add(1, Ordering::AcqRel) < MAX_REFUSING {
@@ -205,18 +209,54 @@ pub fn open_file_limit() -> Option<usize> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
-/// One connection: hyper serves it while the slot's deadline and eviction are watched.
+/// One connection: its TLS handshake if any, then hyper serves it while the slot's deadline
+/// and eviction are watched.
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     slot: Arc<Slot>,
     app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
-    let io = TokioIo::new(Counted {
+    let counted = Counted {
         inner: stream,
         _slot: slot.clone(),
-    });
+    };
+    let Some(acceptor) = tls else {
+        return serve_http(TokioIo::new(counted), peer, slot, app, shutdown).await;
+    };
+    let deadline = slot.deadline().map_or_else(Instant::now, |(d, _)| d);
+    let secured = tokio::select! {
+        secured = acceptor.accept(counted) => secured,
+        _ = slot.evicted() => return,
+        _ = tokio::time::sleep_until(deadline.into()) => {
+            slot.metrics().closed.with_label_values(&["header_timeout"]).inc();
+            return;
+        }
+    };
+    match secured {
+        Ok(stream) => serve_http(TokioIo::new(stream), peer, slot, app, shutdown).await,
+        Err(e) => {
+            slot.metrics()
+                .closed
+                .with_label_values(&["tls_handshake"])
+                .inc();
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+        }
+    }
+}
+
+/// HTTP/1.1 on an accepted (and perhaps secured) connection.
+async fn serve_http<I>(
+    io: TokioIo<I>,
+    peer: SocketAddr,
+    slot: Arc<Slot>,
+    app: Router,
+    shutdown: CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service_slot = slot.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         service_slot.request_started();
@@ -405,6 +445,11 @@ pub struct ListenerConfig {
     /// File descriptors kept back for the rest of the process (admin port, store pool,
     /// peers, logs): the listener holds at most the open-file limit minus this. Default 256.
     pub reserved_fds: usize,
+    /// Serve TLS (https, wss) with this certificate chain, a PEM file, leaf first. Set with
+    /// `tls_key`. Default none: plain TCP (TLS left to an ingress or proxy in front).
+    pub tls_cert: Option<String>,
+    /// The private key of `tls_cert`, a PEM file (PKCS#8, PKCS#1 or SEC1). Default none.
+    pub tls_key: Option<String>,
 }
 
 impl Default for ListenerConfig {
@@ -417,11 +462,42 @@ impl Default for ListenerConfig {
             header_timeout_ms: 10_000,
             idle_timeout_ms: 30_000,
             reserved_fds: 256,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
 
 impl ListenerConfig {
+    /// The TLS server configuration of `tls_cert` and `tls_key`, or `None` without them.
+    pub fn tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let (cert, key) = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => return Ok(None),
+            (Some(cert), Some(key)) => (cert, key),
+            _ => return Err("listener.tls_cert and listener.tls_key go together".into()),
+        };
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect())
+            .map_err(|e| format!("listener.tls_cert {cert}: {e}"))?;
+        if chain.is_empty() {
+            return Err(format!("listener.tls_cert {cert}: no certificate in it"));
+        }
+        let key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| format!("listener.tls_key {key}: {e}"))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| format!("listener.tls_cert and tls_key: {e}"))?;
+        // WebSockets and this API are HTTP/1.1 only.
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Some(Arc::new(config)))
+    }
+
     /// Calls `bad(field, problem)` for each value out of range; fields are named
     /// `listener.…`.
     pub fn check(&self, mut bad: impl FnMut(&str, &str)) {
@@ -451,6 +527,9 @@ impl ListenerConfig {
         }
         if self.reserved_fds > 100_000 {
             bad("listener.reserved_fds", "must be at most 100000");
+        }
+        if let Err(e) = self.tls() {
+            bad("listener.tls_cert", &e);
         }
     }
 

@@ -33,7 +33,14 @@ async fn start(limits: Limits) -> Server {
     );
     let metrics = Metrics::register(&prometheus::Registry::new()).unwrap();
     let stop = CancellationToken::new();
-    tokio::spawn(serve(listener, app, limits, metrics.clone(), stop.clone()));
+    tokio::spawn(serve(
+        listener,
+        app,
+        limits,
+        metrics.clone(),
+        None,
+        stop.clone(),
+    ));
     Server {
         addr,
         metrics,
@@ -207,4 +214,78 @@ async fn past_the_caps_a_client_gets_the_json_error_with_its_status() {
     let refused = &server.metrics.refused;
     assert_eq!(refused.with_label_values(&["per_ip"]).get(), 1);
     assert_eq!(refused.with_label_values(&["full"]).get(), 1);
+}
+
+#[tokio::test]
+async fn with_a_certificate_the_listener_serves_tls_and_refuses_plain_text() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("quiz-net-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    let config = quiz_net::ListenerConfig {
+        tls_cert: Some(dir.join("cert.pem").display().to_string()),
+        tls_key: Some(dir.join("key.pem").display().to_string()),
+        ..quiz_net::ListenerConfig::default()
+    };
+    let tls = config.tls().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().route("/who", get(|| async { "over tls" }));
+    let metrics = Metrics::register(&prometheus::Registry::new()).unwrap();
+    let stop = CancellationToken::new();
+    let limits = short();
+    tokio::spawn(serve(
+        listener,
+        app,
+        limits,
+        metrics.clone(),
+        tls,
+        stop.clone(),
+    ));
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let tcp = connect(ip(1), addr).await;
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut secured = connector.connect(name, tcp).await.unwrap();
+    secured
+        .write_all(b"GET /who HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = secured.read_to_end(&mut response).await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("over tls"), "{response}");
+
+    // Plain HTTP on the TLS port gets no answer, only a close.
+    let mut plain = connect(ip(1), addr).await;
+    plain.write_all(GET).await.unwrap();
+    assert!(closed_by_server(&mut plain).await);
+    assert_eq!(
+        metrics.closed.with_label_values(&["tls_handshake"]).get(),
+        1
+    );
+    stop.cancel();
 }

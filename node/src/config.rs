@@ -61,7 +61,8 @@ pub struct ClusterConfig {
     pub listen: SocketAddr,
     /// Where peers reach this node (`host:port`). Default: the bound `listen` address.
     pub advertise_addr: Option<String>,
-    /// Where phones reach this node's edge. Default: `ws://{listen}/v1/ws` of the edge.
+    /// Where phones reach this node's edge. Default: `ws://{listen}/v1/ws` of the edge (`wss://`
+    /// when `listener.tls_cert` is set).
     pub advertise_ws_url: Option<String>,
     /// Share of quizzes relative to other nodes, 1-100. Default 1.
     pub weight: u32,
@@ -341,6 +342,15 @@ impl Config {
         match quiz_protocol::session::secret_refusal(secret, self.allow_dev_secrets) {
             Some(why) => Err(ConfigError(format!("{field} {why}"))),
             None => Ok(()),
+        }
+    }
+
+    /// `wss` when the phones' port serves TLS, else `ws`.
+    pub fn ws_scheme(&self) -> &'static str {
+        if self.listener.tls_cert.is_some() {
+            "wss"
+        } else {
+            "ws"
         }
     }
 

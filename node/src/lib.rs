@@ -55,6 +55,8 @@ pub enum StartError {
 pub struct NodeHandle {
     crashed: Arc<std::sync::atomic::AtomicBool>,
     ws_addr: SocketAddr,
+    /// `wss` when the phones' port serves TLS.
+    ws_scheme: &'static str,
     admin_addr: SocketAddr,
     cluster_addr: Option<SocketAddr>,
     metrics: Metrics,
@@ -64,13 +66,13 @@ pub struct NodeHandle {
 }
 
 impl NodeHandle {
-    /// Where phones connect; the WebSocket endpoint is `ws://{ws_addr}/v1/ws`.
+    /// Where phones connect; the WebSocket endpoint is `ws://{ws_addr}/v1/ws` (`wss://` with TLS).
     pub fn ws_addr(&self) -> SocketAddr {
         self.ws_addr
     }
 
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/v1/ws", self.ws_addr)
+        format!("{}://{}/v1/ws", self.ws_scheme, self.ws_addr)
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
@@ -192,16 +194,21 @@ pub async fn start(
         let ws_url = c
             .advertise_ws_url
             .clone()
-            .unwrap_or_else(|| format!("ws://{ws_addr}/v1/ws"));
+            .unwrap_or_else(|| format!("{}://{ws_addr}/v1/ws", config.ws_scheme()));
         tracker.spawn(owners.clone().serve_peers());
         tracker.spawn(owners.clone().run_membership(stores, ws_url));
     }
 
+    let tls = config
+        .listener
+        .tls()
+        .map_err(|e| StartError::Config(config::ConfigError(e)))?;
     tracker.spawn(quiz_net::serve(
         ws,
         edge.router(),
         config.listener.limits(),
         metrics.listener.clone(),
+        tls,
         shutdown.clone(),
     ));
     let admin_metrics = metrics.clone();
@@ -254,6 +261,7 @@ pub async fn start(
     Ok(NodeHandle {
         crashed: owners.crashed.clone(),
         ws_addr,
+        ws_scheme: config.ws_scheme(),
         admin_addr,
         cluster_addr,
         metrics,

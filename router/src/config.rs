@@ -365,6 +365,9 @@ pub enum ConfigError {
     /// Every problem found, each naming its field.
     #[error("invalid config: {}", .0.join("; "))]
     Invalid(Vec<String>),
+    /// The listener's TLS certificate or key.
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl Config {

@@ -172,11 +172,13 @@ pub async fn start(
     }
 
     let public = api::routes(app.clone());
+    let tls = config.listener.tls().map_err(ConfigError::Tls)?;
     tasks.spawn(quiz_net::serve(
         http,
         public,
         config.listener.limits(),
         app.metrics.listener.clone(),
+        tls,
         shutdown.clone(),
     ));
 

@@ -119,6 +119,15 @@ impl System {
         System { local }
     }
 
+    /// A quiz whose questions stay open until their deadline, however many have answered.
+    pub async fn open_quiz(&self) -> QuizId {
+        self.quiz(QuizSettings {
+            close_when_all_answered: false,
+            ..QuizSettings::default()
+        })
+        .await
+    }
+
     pub async fn quiz(&self, settings: QuizSettings) -> QuizId {
         self.local
             .create_quiz("host", "e2e", settings)
@@ -228,6 +237,17 @@ impl Phone {
             log,
             changed,
         }
+    }
+
+    /// Waits until question `index` has arrived.
+    pub async fn until_question(&self, index: u32) {
+        self.until("the question", |l| {
+            l.frames.iter().find_map(|f| match f {
+                ServerMessage::Question(q) if q.index == index => Some(()),
+                _ => None,
+            })
+        })
+        .await
     }
 
     /// Waits until `check` holds on the phone's log.
