@@ -230,3 +230,23 @@ async fn the_admin_port_serves_control_routes_only_with_the_admin_token() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_upgrades_get_the_json_error_body() {
+    within(async {
+        let sys = System::start().await;
+        let url = format!("http://{}/v1/ws?token=x", sys.local.node(0).ws_addr());
+        let client = reqwest::Client::new();
+        // A GET that is no upgrade, and another method.
+        let plain = client.get(&url).send().await.unwrap();
+        let post = client.post(&url).send().await.unwrap();
+        for (response, status) in [(plain, 400), (post, 405)] {
+            assert_eq!(response.status(), status);
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(body["code"], "bad_request", "{body}");
+            assert_eq!(body["retryable"], false);
+        }
+        sys.local.shutdown().await;
+    })
+    .await;
+}

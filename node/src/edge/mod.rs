@@ -72,6 +72,13 @@ impl Edge {
             .fallback(|| async {
                 http_error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route")
             })
+            .method_not_allowed_fallback(|| async {
+                http_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    ErrorCode::BadRequest,
+                    "the WebSocket upgrade is a GET",
+                )
+            })
             .with_state(self.clone())
     }
 
@@ -119,8 +126,25 @@ async fn upgrade(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<WsQuery>,
     headers: HeaderMap,
-    upgrade: IncomingUpgrade,
+    upgrade: Result<IncomingUpgrade, StatusCode>,
 ) -> Response {
+    // Not an upgrade at all (no `Upgrade: websocket`, no key, another version): the JSON body
+    // every refusal has, rather than fastwebsockets' empty one.
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(status) => {
+            edge.metrics
+                .refused
+                .with_label_values(&["not_websocket"])
+                .inc();
+            return http_error(
+                status,
+                ErrorCode::BadRequest,
+                "not a WebSocket upgrade: send GET with Upgrade: websocket, Connection: \
+                 upgrade, Sec-WebSocket-Key and Sec-WebSocket-Version: 13",
+            );
+        }
+    };
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
