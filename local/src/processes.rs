@@ -105,6 +105,9 @@ pub struct Plan {
     pub nodes: Vec<quiz_node::Config>,
     /// Environment variables every node process is started with.
     pub node_env: Vec<(String, String)>,
+    /// A lower soft limit on open files for every node process (`ulimit -n`), to see a node
+    /// run out of descriptors; `None` inherits this process's.
+    pub node_open_files: Option<u64>,
 }
 
 impl Plan {
@@ -159,6 +162,7 @@ impl Plan {
             router,
             nodes: configs,
             node_env: Vec::new(),
+            node_open_files: None,
         })
     }
 }
@@ -198,6 +202,8 @@ pub struct Process {
     child: Option<Child>,
     /// Set in its environment at every start.
     pub env: Vec<(String, String)>,
+    /// Its soft limit on open files, when lower than this process's.
+    pub open_files: Option<u64>,
     /// How many times it was started.
     pub starts: u32,
 }
@@ -216,6 +222,7 @@ impl Process {
             health: format!("http://{admin}/healthz"),
             child: None,
             env: Vec::new(),
+            open_files: None,
             starts: 0,
         }
     }
@@ -227,7 +234,19 @@ impl Process {
             .append(true)
             .open(&self.log)
             .with_context(|| format!("opening {}", self.log.display()))?;
-        let child = Command::new(&self.exe)
+        let mut command = match self.open_files {
+            // The shell lowers its own limit and becomes the executable (`exec`), so the
+            // child's PID is still the process's.
+            Some(limit) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(&self.exe);
+                sh
+            }
+            None => Command::new(&self.exe),
+        };
+        let child = command
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
@@ -384,6 +403,7 @@ impl ProcessCluster {
                 .with_context(|| format!("writing {}", path.display()))?;
             let mut node = Process::new(exe, "node", &path, &config.node_id, config.admin_listen);
             node.env = plan.node_env.clone();
+            node.open_files = plan.node_open_files;
             nodes.push(node);
         }
         let path = dir.join("router.toml");

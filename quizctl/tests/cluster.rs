@@ -4,7 +4,9 @@
 //!   the quiz goes on on another node, every acknowledged answer is counted exactly once, and
 //!   every phone gets the final standings;
 //! - a zombie: the owner is SIGSTOPped past its lease, another node takes the quiz over, the
-//!   old one is SIGCONTed with an answer waiting in its socket, and nothing it writes lands.
+//!   old one is SIGCONTed with an answer waiting in its socket, and nothing it writes lands;
+//! - a node short of descriptors, its public port flooded with idle sockets, keeps its admin
+//!   port, its playing phones and room for new ones.
 
 mod support;
 
@@ -30,6 +32,18 @@ async fn processes_with(
     name: &str,
     adjust: impl Fn(&mut quiz_node::Config),
 ) -> (ProcessCluster, std::path::PathBuf) {
+    processes_planned(backends, name, |plan| {
+        plan.nodes.iter_mut().for_each(&adjust)
+    })
+    .await
+}
+
+/// The same, with `adjust` applied to the whole plan.
+async fn processes_planned(
+    backends: &Backends,
+    name: &str,
+    adjust: impl FnOnce(&mut Plan),
+) -> (ProcessCluster, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("quiz-mp-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut plan = Plan::on_free_ports(&backends.store, 3, &dir.join("certs")).expect("a plan");
@@ -37,8 +51,8 @@ async fn processes_with(
         // Phones notice a frozen edge by its silence: ping often.
         node.limits.ping_interval_s = 1;
         node.limits.idle_timeout_s = 10;
-        adjust(node);
     }
+    adjust(&mut plan);
     let cluster = ProcessCluster::launch(env!("CARGO_BIN_EXE_quizctl").as_ref(), &dir, plan)
         .await
         .expect("the cluster starts");
@@ -424,6 +438,105 @@ async fn a_node_that_restarts_is_reached_on_a_new_connection() {
             )
         });
 
+        cluster.shutdown().await;
+        backends.stop().await;
+        let _ = std::fs::remove_dir_all(dir);
+    })
+    .await;
+}
+
+/// Idle sockets the flood opens on the owner's public port: more than its open-file limit
+/// allows.
+const FLOOD: usize = 600;
+/// The nodes' soft limit on open files; 256 of them are kept back (`reserved_fds`).
+const OPEN_FILES: u64 = 400;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_short_of_descriptors_keeps_its_admin_port_and_its_phones_under_a_flood() {
+    within(async {
+        let backends = Backends::start("mp_descriptors").await;
+        let (cluster, dir) = processes_planned(&backends, "descriptors", |plan| {
+            plan.node_open_files = Some(OPEN_FILES);
+            for node in &mut plan.nodes {
+                // Idle sockets are closed only to make room, never by the clock.
+                node.listener.header_timeout_ms = 600_000;
+            }
+        })
+        .await;
+        let router = cluster.router_url();
+        let set = single_choice_set("descriptors", 2, 120);
+        let quiz = create_quiz(&router, &set, QuizSettings::default()).await;
+        let owner = cluster.owner_of(&quiz).await.unwrap();
+        let edge = cluster.ws_url(owner);
+        let host_router = dev_client(&router, "host", Role::Host).await;
+        let host = Phone::connect_at(&host_router, &quiz, "", Role::Host, Some(&edge)).await;
+        let early = dev_client(&router, "u0", Role::Player).await;
+        let early = Phone::connect_at(&early, &quiz, &nickname(0), Role::Player, Some(&edge)).await;
+
+        // The flood: idle sockets from four other addresses (each under its own cap on
+        // handshakes), opened a few at a time, never a byte.
+        let target = cluster.plan.nodes[owner].listen;
+        let mut flood = Vec::new();
+        for i in 0..FLOOD {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            let source = std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % 4) as u8);
+            socket.bind((source, 0).into()).unwrap();
+            // A node out of descriptors stops accepting: its backlog fills, connects hang.
+            match tokio::time::timeout(Duration::from_secs(10), socket.connect(target)).await {
+                Ok(Ok(stream)) => flood.push(stream),
+                Ok(Err(e)) => panic!("flood socket {i}: {e}; logs:{}", logs(&cluster)),
+                Err(_) => panic!(
+                    "flood socket {i} not accepted in 10 s; logs:{}",
+                    logs(&cluster)
+                ),
+            }
+            if i % 50 == 49 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+        let evicted = cluster
+            .node_metric(owner, "quiz_node_listener_closed_total{reason=\"evicted\"}")
+            .await
+            .unwrap_or(0.0);
+        let open = cluster
+            .node_metric(owner, "quiz_node_listener_connections")
+            .await
+            .unwrap();
+        eprintln!("flood of {FLOOD}: {open} connections open, {evicted} idle ones evicted");
+        assert!(
+            open < OPEN_FILES as f64,
+            "the listener holds {open} connections with {OPEN_FILES} descriptors"
+        );
+
+        // The admin port answers.
+        let health = reqwest::Client::new()
+            .get(format!("{}/healthz", cluster.admin_url(owner)))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .expect("the admin port answers during the flood");
+        assert!(health.status().is_success(), "{}", health.status());
+
+        // A new phone gets in (an idle socket makes room), and both play.
+        let late = dev_client(&router, "u1", Role::Player).await;
+        let late = Phone::connect_at(&late, &quiz, &nickname(1), Role::Player, Some(&edge)).await;
+        host.conn.host(HostCommand::Start, None).await.unwrap();
+        for phone in [&early, &late] {
+            phone
+                .until(Duration::from_secs(30), |v| v.question.clone())
+                .await
+                .expect("question 0");
+            let ack = phone.conn.answer(0, quiz_protocol::Answer::Choice(0)).await;
+            ack.unwrap_or_else(|e| panic!("no ack during the flood: {e}; logs:{}", logs(&cluster)));
+        }
+        let owner_log = cluster.nodes[owner].log();
+        assert!(
+            !owner_log.contains("Too many open files"),
+            "the owner ran out of descriptors:{}",
+            logs(&cluster)
+        );
+
+        drop(flood);
         cluster.shutdown().await;
         backends.stop().await;
         let _ = std::fs::remove_dir_all(dir);
