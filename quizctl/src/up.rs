@@ -59,6 +59,12 @@ pub(crate) struct Args {
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+    /// With `--single`: bind every port to a free one instead, and once up print one line
+    /// `ready {JSON}` with the URLs (`router_url`, `ws_url`, `router_admin_url`,
+    /// `node_admin_url`) and the demo quiz's code (`demo_quiz`): for test suites that start a
+    /// system of their own.
+    #[arg(long, requires = "single")]
+    free_ports: bool,
 }
 
 /// PostgreSQL and Redis made for this run, dropped when it stops.
@@ -138,13 +144,30 @@ async fn single(args: &Args, backends: Option<&Backends>) -> anyhow::Result<()> 
             (store, format!("embedded SQLite at {}", db.display()))
         }
     };
-    let system = LocalSystem::start(LocalOptions::fixed(store))
+    let options = match args.free_ports {
+        true => LocalOptions {
+            store: Some(store),
+            ..LocalOptions::for_test()
+        },
+        false => LocalOptions::fixed(store),
+    };
+    let system = LocalSystem::start(options)
         .await
         .context("starting the local system (are ports 8080, 9080, 7001 and 9101 free?)")?;
     let quiz = system
         .create_quiz(DEMO_HOST, "demo", QuizSettings::default())
         .await?;
     let node = system.node(0);
+    if args.free_ports {
+        let ready = serde_json::json!({
+            "router_url": system.router_url(),
+            "router_admin_url": format!("http://{}", system.router().admin_addr()),
+            "ws_url": node.ws_url(),
+            "node_admin_url": format!("http://{}", node.admin_addr()),
+            "demo_quiz": quiz.to_string(),
+        });
+        println!("ready {ready}");
+    }
     println!("Quiz system is up, in one process ({described}).");
     println!(
         "  router   {}   metrics http://{}/metrics",
@@ -275,6 +298,7 @@ fn load_plan(dir: &Path) -> anyhow::Result<Plan> {
         router,
         nodes,
         node_env: Vec::new(),
+        node_open_files: None,
     })
 }
 
